@@ -1,3 +1,5 @@
 from __future__ import annotations
 
-__all__: list[str] = []
+from .spacing_aware import HausdorffDistanceMMMetric, SurfaceDiceMMMetric, spacing_from_meta
+
+__all__ = ["HausdorffDistanceMMMetric", "SurfaceDiceMMMetric", "spacing_from_meta"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
+from .selective_scan_cpu import selective_scan_cpu
 from .selective_scan_interface import available_backends, selective_scan
 from .selective_scan_ref import selective_scan_ref
 
-__all__ = ["selective_scan", "selective_scan_ref", "available_backends"]
+__all__ = ["selective_scan", "selective_scan_ref", "selective_scan_cpu", "available_backends"]

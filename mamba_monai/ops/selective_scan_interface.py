@@ -1,16 +1,142 @@
-"""Selective scan entry point: picks a backend at run time (placeholder dispatch, ops helper replaces)."""
+"""
+Selective scan entry point: picks a backend at run time.
+
+Backends:
+
+- ``"cuda"``: mamba_ssm's fused CUDA kernel (``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``),
+  used when mamba_ssm imports and the tensors are on a CUDA device.
+- ``"cpu"``: our fused numba kernel with a hand-written reverse-scan backward
+  (:mod:`mamba_monai.ops.selective_scan_cpu`), for CPU tensors.
+- ``"ref"``: the plain PyTorch reference (:func:`mamba_monai.ops.selective_scan_ref`), any device.
+
+``backend=None`` reads the environment variable ``MAMBA_MONAI_SCAN_BACKEND`` (``auto``, ``cuda``,
+``cpu`` or ``ref``; unset means ``auto``). ``auto`` takes ``cuda`` for CUDA tensors when mamba_ssm is
+there (and the dtype is one it supports), ``cpu`` for CPU tensors when numba is there, else ``ref``.
+A backend that is forced but cannot run raises a ``RuntimeError`` that says why.
+"""
 
 from __future__ import annotations
 
-from .selective_scan_ref import selective_scan_ref
+import os
 
-__all__ = ["selective_scan", "available_backends"]
+import torch
+from monai.utils import optional_import
+
+from .selective_scan_cpu import has_numba, selective_scan_cpu
+from .selective_scan_ref import _check_inputs, selective_scan_ref
+
+__all__ = ["selective_scan", "available_backends", "BACKENDS", "ENV_VAR"]
+
+ENV_VAR = "MAMBA_MONAI_SCAN_BACKEND"
+BACKENDS = ("auto", "cuda", "cpu", "ref")
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_mamba_ssm_scan = None
+_mamba_ssm_checked = False
+
+
+def _get_mamba_ssm_scan():
+    """mamba_ssm's ``selective_scan_fn`` or None; imported once, on first need."""
+    global _mamba_ssm_scan, _mamba_ssm_checked
+    if not _mamba_ssm_checked:
+        fn, ok = optional_import("mamba_ssm.ops.selective_scan_interface", name="selective_scan_fn")
+        _mamba_ssm_scan = fn if ok else None
+        _mamba_ssm_checked = True
+    return _mamba_ssm_scan
 
 
 def available_backends() -> list[str]:
-    return ["ref"]
+    """Backends that can run in this process (for some device): a subset of ``["cuda", "cpu", "ref"]``."""
+    names = []
+    if _get_mamba_ssm_scan() is not None and torch.cuda.is_available():
+        names.append("cuda")
+    if has_numba:
+        names.append("cpu")
+    names.append("ref")
+    return names
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend=None):
-    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+def _resolve_backend(backend: str | None, u: torch.Tensor) -> str:
+    source = "argument `backend`"
+    if backend is None:
+        backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+        source = f"environment variable {ENV_VAR}"
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan: {source} must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        if u.is_cuda and u.dtype in _CUDA_DTYPES and _get_mamba_ssm_scan() is not None:
+            return "cuda"
+        if u.device.type == "cpu" and has_numba:
+            return "cpu"
+        return "ref"
+    if backend == "cuda":
+        if _get_mamba_ssm_scan() is None:
+            raise RuntimeError(
+                f"selective_scan: backend 'cuda' was forced ({source}) but mamba_ssm's selective_scan_fn "
+                "cannot be imported (install the `cuda` extra: mamba-ssm with its compiled CUDA ops)."
+            )
+        if not u.is_cuda:
+            raise RuntimeError(f"selective_scan: backend 'cuda' was forced ({source}) but the tensors are on {u.device}.")
+        if u.dtype not in _CUDA_DTYPES:
+            raise RuntimeError(
+                f"selective_scan: backend 'cuda' was forced ({source}) but mamba_ssm supports {_CUDA_DTYPES}, got {u.dtype}."
+            )
+    elif backend == "cpu":
+        if not has_numba:
+            raise RuntimeError(f"selective_scan: backend 'cpu' was forced ({source}) but numba cannot be imported.")
+        if u.device.type != "cpu":
+            raise RuntimeError(f"selective_scan: backend 'cpu' was forced ({source}) but the tensors are on {u.device}.")
+    return backend
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str | None = None,
+):
+    """
+    Selective scan (the S6 recurrence of Mamba, https://arxiv.org/abs/2312.00752) with mamba_ssm's
+    ``selective_scan_fn`` semantics, on the fastest backend available for the tensors' device.
+
+    For each batch row and channel, with ``dt = softplus(delta + delta_bias)`` (softplus optional):
+    ``h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t``, ``y_t = <C_t, h_t> + D * u_t``, then
+    ``y *= silu(z)``. Accumulation is float32 (float64 for float64 ``u``); half and bfloat16 inputs
+    (e.g. under ``torch.autocast``) return ``y`` in ``u``'s dtype and gradients in each input's dtype.
+
+    Args:
+        u: input, (b, d, L).
+        delta: step sizes, (b, d, L).
+        A: diagonal state matrix, real, (d, n).
+        B: input projection, (b, n, L) or grouped (b, g, n, L) with ``d`` divisible by ``g``.
+        C: output projection, same layout as ``B``.
+        D: skip weight, (d,). Defaults to None (no skip).
+        z: gate, (b, d, L). Defaults to None (no gate).
+        delta_bias: added to ``delta``, (d,). Defaults to None.
+        delta_softplus: apply softplus to ``delta + delta_bias``. Defaults to False.
+        return_last_state: also return the final state, (b, d, n). Defaults to False.
+        backend: ``"auto"``, ``"cuda"``, ``"cpu"`` or ``"ref"``; None reads ``MAMBA_MONAI_SCAN_BACKEND``
+            (default ``"auto"``). See the module docstring.
+
+    Returns:
+        y, (b, d, L) in the dtype of ``u``; with ``return_last_state``, ``(y, last_state)``.
+
+    Raises:
+        ValueError: wrong input shapes (see ``_check_inputs``) or an unknown backend name.
+        RuntimeError: a forced backend cannot run here.
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    name = _resolve_backend(backend, u)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "cuda":
+        return _get_mamba_ssm_scan()(*args)
+    if name == "cpu":
+        return selective_scan_cpu(*args)
+    return selective_scan_ref(*args)

@@ -11,6 +11,71 @@ import torch.nn.functional as F
 __all__ = ["selective_scan_ref"]
 
 
+def _shape(x: torch.Tensor | None) -> tuple[int, ...] | None:
+    return None if x is None else tuple(x.shape)
+
+
+def _check_inputs(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+) -> None:
+    """Check the shapes, dtypes and devices of the selective-scan inputs (used by every backend).
+
+    Raises:
+        ValueError: a tensor has the wrong rank or shape, ``d`` is not divisible by the number of
+            groups of ``B``/``C``, ``A`` is complex, or the tensors lie on different devices.
+    """
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: `u` must be 3-D (b, d, L), got shape {_shape(u)}.")
+    b, d, length = u.shape
+    if not u.is_floating_point():
+        raise ValueError(f"selective_scan: `u` must be a floating-point tensor, got dtype {u.dtype}.")
+    if length < 1:
+        raise ValueError(f"selective_scan: the sequence length L must be >= 1, got `u` of shape {_shape(u)}.")
+    if tuple(delta.shape) != (b, d, length):
+        raise ValueError(f"selective_scan: `delta` must have the shape of `u` {(b, d, length)}, got {_shape(delta)}.")
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"selective_scan: `A` must be (d, n) with d={d} (from `u` {_shape(u)}), got {_shape(A)}.")
+    if A.is_complex():
+        raise ValueError("selective_scan: complex `A` is not supported, give a real (d, n) tensor.")
+    n = A.shape[1]
+    for name, X in (("B", B), ("C", C)):
+        if X.dim() == 3:
+            expected: tuple = (b, n, length)
+        elif X.dim() == 4:
+            g = X.shape[1]
+            if g < 1 or d % g != 0:
+                raise ValueError(
+                    f"selective_scan: grouped `{name}` of shape {_shape(X)} has g={g} groups, "
+                    f"but d={d} (from `u` {_shape(u)}) is not divisible by g."
+                )
+            expected = (b, g, n, length)
+        else:
+            raise ValueError(
+                f"selective_scan: `{name}` must be (b, n, L) = {(b, n, length)} or grouped (b, g, n, L), "
+                f"got shape {_shape(X)}."
+            )
+        if tuple(X.shape) != expected:
+            raise ValueError(f"selective_scan: `{name}` must have shape {expected}, got {_shape(X)}.")
+    if B.dim() != C.dim() or (B.dim() == 4 and B.shape[1] != C.shape[1]):
+        raise ValueError(f"selective_scan: `B` and `C` must share one layout, got {_shape(B)} and {_shape(C)}.")
+    if D is not None and tuple(D.shape) != (d,):
+        raise ValueError(f"selective_scan: `D` must be (d,) = ({d},), got {_shape(D)}.")
+    if delta_bias is not None and tuple(delta_bias.shape) != (d,):
+        raise ValueError(f"selective_scan: `delta_bias` must be (d,) = ({d},), got {_shape(delta_bias)}.")
+    if z is not None and tuple(z.shape) != (b, d, length):
+        raise ValueError(f"selective_scan: `z` must have the shape of `u` {(b, d, length)}, got {_shape(z)}.")
+    for name, X in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias)):
+        if X is not None and X.device != u.device:
+            raise ValueError(f"selective_scan: `{name}` is on {X.device} but `u` is on {u.device}.")
+
+
 def _expand_groups(x: torch.Tensor, d: int) -> torch.Tensor:
     """(b, n, L) -> (b, 1, n, L); (b, g, n, L) -> (b, d, n, L) by repeating each group d/g times."""
     if x.dim() == 3:
@@ -48,8 +113,10 @@ def selective_scan_ref(
         return_last_state: also return the final state h_L, (b, d, n).
 
     Returns:
-        y, (b, d, L), in the dtype of ``u``; and the last state when asked.
+        y, (b, d, L), in the dtype of ``u``; and the last state (b, d, n) in the compute dtype
+        (float32, or float64 for float64 ``u``) when asked.
     """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     u = u.to(compute)

@@ -1,0 +1,25 @@
+"""Shared pieces of the mamba-monai bundles: handlers, the offline metadata schema, workflow helpers."""
+
+from __future__ import annotations
+
+from .handlers import ResumableCheckpoint
+from .utils import (
+    BUNDLES_DIR,
+    SCHEMA_PATH,
+    bundle_dir,
+    bundle_workflow,
+    list_bundles,
+    run_workflow,
+    verify_bundle_metadata,
+)
+
+__all__ = [
+    "BUNDLES_DIR",
+    "SCHEMA_PATH",
+    "ResumableCheckpoint",
+    "bundle_dir",
+    "bundle_workflow",
+    "list_bundles",
+    "run_workflow",
+    "verify_bundle_metadata",
+]

@@ -1,0 +1,81 @@
+"""Ignite handlers that bundles share."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from monai.utils import optional_import
+
+Events, _ = optional_import("ignite.engine", name="Events")
+idist, _ = optional_import("ignite.distributed")
+
+__all__ = ["ResumableCheckpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableCheckpoint:
+    """
+    Keeps one file with everything a training run needs to go on after an interruption: the
+    objects in ``save_dict`` (network, optimizer, scheduler, ...) and the trainer's own state
+    (epoch, iteration). It is rewritten atomically (temporary file + rename) every ``save_interval``
+    epochs by rank 0 only, so a run killed mid-write still leaves the previous checkpoint intact.
+
+    With ``resume=True`` and the file present, the objects and the trainer state are restored when
+    the handler is attached, and training continues from the next epoch.
+
+    Args:
+        save_dir: folder of the checkpoint file.
+        save_dict: name -> object with ``state_dict``/``load_state_dict`` (``DistributedDataParallel``
+            is unwrapped so the file loads into a plain network).
+        filename: checkpoint file name. Defaults to ``"checkpoint_latest.pt"``.
+        resume: restore from the file when it exists. Defaults to False.
+        save_interval: epochs between saves. Defaults to 1.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: dict,
+        filename: str = "checkpoint_latest.pt",
+        resume: bool = False,
+        save_interval: int = 1,
+    ) -> None:
+        if save_interval < 1:
+            raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
+        self.path = os.path.join(save_dir, filename)
+        self.save_dict = {k: _unwrap(v) for k, v in save_dict.items()}
+        self.resume = resume
+        self.save_interval = save_interval
+
+    def attach(self, engine) -> None:
+        if self.resume and os.path.isfile(self.path):
+            self._load(engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self._save)
+
+    def _load(self, engine) -> None:
+        ckpt = torch.load(self.path, map_location="cpu", weights_only=False)
+        for name, obj in self.save_dict.items():
+            if name not in ckpt:
+                raise KeyError(f"{self.path} has no '{name}' entry (found {sorted(ckpt)}); it was saved by another configuration.")
+            obj.load_state_dict(ckpt[name])
+        max_epochs = engine.state.max_epochs
+        engine.load_state_dict(ckpt["trainer"])
+        engine.state.max_epochs = max(max_epochs or 0, engine.state.max_epochs or 0)  # the config may ask for more
+        logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}.")
+
+    def _save(self, engine) -> None:
+        if idist.get_rank() != 0:
+            return
+        ckpt = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        ckpt["trainer"] = engine.state_dict()
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        torch.save(ckpt, tmp)
+        os.replace(tmp, self.path)
+
+
+def _unwrap(obj):
+    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj

@@ -1,0 +1,84 @@
+"""Helpers to find, verify, run and export the bundles shipped with mamba-monai (shared by all bundles and their tests)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigWorkflow, verify_metadata
+
+__all__ = [
+    "SCHEMA_PATH",
+    "BUNDLES_DIR",
+    "list_bundles",
+    "bundle_dir",
+    "bundle_workflow",
+    "run_workflow",
+    "verify_bundle_metadata",
+]
+
+SCHEMA_PATH = str(Path(__file__).with_name("schema") / "meta_schema_mamba_monai_v1.json")
+BUNDLES_DIR = os.environ.get("MAMBA_MONAI_BUNDLES", str(Path(__file__).resolve().parents[2] / "bundles"))
+
+
+def list_bundles() -> list[str]:
+    """Names of the bundles under ``BUNDLES_DIR`` (folders with ``configs/metadata.json``)."""
+    root = Path(BUNDLES_DIR)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "configs" / "metadata.json").is_file())
+
+
+def bundle_dir(name: str) -> str:
+    """Absolute path of a shipped bundle, or of ``name`` itself when it is a bundle folder."""
+    for candidate in (Path(name), Path(BUNDLES_DIR) / name):
+        if (candidate / "configs" / "metadata.json").is_file():
+            return str(candidate.resolve())
+    raise FileNotFoundError(
+        f"No bundle '{name}': expected a folder with configs/metadata.json, as a path or under {BUNDLES_DIR} "
+        f"(bundles there: {list_bundles()}). Set MAMBA_MONAI_BUNDLES to the repository's bundles/ folder."
+    )
+
+
+def bundle_workflow(
+    bundle: str, config: str | list[str] = "train", workflow_type: str = "train", **override: Any
+) -> ConfigWorkflow:
+    """
+    A ``ConfigWorkflow`` over a bundle's configs, with ``bundle_root`` set to the bundle folder.
+
+    Args:
+        bundle: bundle name under ``BUNDLES_DIR`` or a bundle folder.
+        config: config name(s) without ``.json`` in ``configs/``, merged in order (``["train", "evaluate"]``).
+        workflow_type: "train", "infer" or "eval" (which properties ``check_properties`` expects).
+        override: config overrides, e.g. ``epochs=1``, ``dataset_dir="/data/BTCV"``.
+    """
+    root = bundle_dir(bundle)
+    names = [config] if isinstance(config, str) else list(config)
+    files = [os.path.join(root, "configs", f"{n}.json") for n in names]
+    override.setdefault("bundle_root", root)
+    return ConfigWorkflow(
+        workflow_type=workflow_type,
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=os.path.join(root, "configs", "metadata.json"),
+        logging_file=os.path.join(root, "configs", "logging.conf"),
+        **override,
+    )
+
+
+def run_workflow(workflow: ConfigWorkflow, check_properties: bool = True) -> Any:
+    """initialize -> check_properties -> run -> finalize, as the model zoo's bundle tests do; returns run's result."""
+    workflow.initialize()
+    if check_properties:
+        missing = workflow.check_properties()
+        if missing:
+            raise ValueError(f"bundle config misses required properties: {missing}")
+    try:
+        return workflow.run()
+    finally:
+        workflow.finalize()
+
+
+def verify_bundle_metadata(bundle: str) -> None:
+    """``monai.bundle.verify_metadata`` against the schema kept in this package (no download)."""
+    verify_metadata(meta_file=os.path.join(bundle_dir(bundle), "configs", "metadata.json"), filepath=SCHEMA_PATH)

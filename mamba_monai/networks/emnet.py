@@ -1,0 +1,221 @@
+"""EM-Net: channel and frequency learning with Mamba for 3D (and 2D) medical image segmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
+from monai.networks.layers.factories import Conv
+
+from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
+
+__all__ = ["EMNet"]
+
+
+class EMNet(nn.Module):
+    """
+    EM-Net of "EM-Net: Efficient Channel and Frequency Learning with Mamba for 3D Medical Image Segmentation"
+    (Chang et al., MICCAI 2024, https://arxiv.org/abs/2409.17675). Supports 3D and 2D inputs.
+
+    Encoder: a patch stem (convolution, kernel = stride = 4, then channel LayerNorm) and ``len(depths)`` stages at
+    1/4, 1/8, ... of the input size with ``feature_size * 2**i`` channels, joined by LayerNorm + convolution
+    (kernel = stride = 2). Stage ``i`` is a :class:`~mamba_monai.blocks.emnet.CSRMBlock`: ``fft_nums[i]`` EFL layers
+    (global FFT filter + MLP) followed by ``depths[i] - fft_nums[i]`` CSR Mamba layers (bidirectional Mamba shared by
+    a reinforce and a channel-squeeze branch, then a residual convolution block). Each stage's output goes through
+    LayerNorm and a 1x1 MLP (C -> 4C -> C) to give its skip feature.
+
+    Decoder: per coarser stage a transposed convolution (x2), the skip ADDED, and ``decoder_depths[j]`` CSR Mamba
+    layers; then a transposed convolution (x4) to full resolution, added to a full-resolution branch (MONAI
+    ``UnetrBasicBlock`` with a residual on the raw input), a ``UnetBasicBlock`` and a ``UnetOutBlock`` head.
+
+    Differences from the published code: no positional embeddings and FFT filters that are resampled to the input
+    size (:class:`~mamba_monai.blocks.spectral.SpectralGating`), so the network runs at any spatial size divisible by
+    ``2 ** (len(depths) + 1)`` (32 for four stages; no square/cubic constraint); the reinforce and squeeze branches run
+    in one Mamba call; stochastic depth is implemented.
+
+    Args:
+        spatial_dims: number of spatial dimensions, 2 or 3. Defaults to 3.
+        in_channels: input channels. Defaults to 1.
+        out_channels: output channels (classes incl. background). Defaults to 14.
+        feature_size: channels of the first stage; stage ``i`` has ``feature_size * 2**i``. Defaults to 48.
+        depths: layers per encoder stage. Defaults to (3, 3, 3, 3).
+        decoder_depths: CSR Mamba layers per decoder stage, from the coarsest (next to the bottleneck) to the
+            finest (1/4 resolution); ``len(depths) - 1`` values, 0 uses a convolution block. Defaults to (3, 3, 3).
+        fft_nums: EFL layers at the start of each encoder stage (``0 <= fft_nums[i] <= depths[i]``).
+            Defaults to (0, 0, 2, 2).
+        d_state: Mamba state size. Defaults to 16.
+        d_conv: Mamba causal convolution width. Defaults to 4.
+        expand: Mamba inner width factor. Defaults to 2.
+        norm_name: MONAI normalisation name of all convolution blocks. Defaults to "instance".
+        dropout_rate: channel dropout in the CSR layers' convolution branch (the published code used 0.1).
+            Defaults to 0.0.
+        drop_path_rate: stochastic depth, rising linearly over the encoder layers to this value. Defaults to 0.0.
+        layer_scale_init: initial layer scale of the CSR Mamba update. Defaults to 1e-6.
+        filter_roi_size: the patch size the EFL filters are defined for (int or one per spatial axis, divisible by
+            ``2 ** (len(depths) + 1)``): a stage at stride ``s`` stores a filter for spatial size
+            ``filter_roi_size // s`` (as the published code did for its 128^3 training ROI); other input sizes
+            resample it. Defaults to 128.
+        deep_supervision: when True and in training mode, ``forward`` returns a list ``[full, 1/4, 1/8]`` of logits,
+            each at its own resolution (the format MONAI's ``DeepSupervisionLoss`` takes; it resizes the target).
+            In eval mode it returns the full-resolution tensor only. Needs ``len(depths) >= 3``. Defaults to False.
+        use_checkpoint: gradient checkpointing per Mamba/EFL layer while training. Defaults to False.
+
+    Shapes:
+        input (B, in_channels, *S) with every S divisible by ``2 ** (len(depths) + 1)`` ->
+        output (B, out_channels, *S).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 14,
+        feature_size: int = 48,
+        depths: Sequence[int] = (3, 3, 3, 3),
+        decoder_depths: Sequence[int] = (3, 3, 3),
+        fft_nums: Sequence[int] = (0, 0, 2, 2),
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        norm_name: tuple | str = "instance",
+        dropout_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        layer_scale_init: float = 1e-6,
+        filter_roi_size: int | Sequence[int] = 128,
+        deep_supervision: bool = False,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
+        self._check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
+                         dropout_rate, drop_path_rate, deep_supervision)
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_stages = len(depths)
+        self.divisor = 2 ** (self.num_stages + 1)
+        self.deep_supervision = deep_supervision
+        self.widths = [feature_size * 2**i for i in range(self.num_stages)]
+        rois = (filter_roi_size,) * spatial_dims if isinstance(filter_roi_size, int) else tuple(filter_roi_size)
+        if len(rois) != spatial_dims or any(int(r) < 1 or int(r) % self.divisor for r in rois):
+            raise ValueError(
+                f"`filter_roi_size` must be an int or {spatial_dims} ints, each divisible by {self.divisor}, "
+                f"got {filter_roi_size!r}."
+            )
+        self.filter_roi_size = tuple(int(r) for r in rois)
+        norm_key = (norm_name[0] if isinstance(norm_name, (tuple, list)) else norm_name).lower()
+        # instance norm needs more than one voxel: it fails in the last stage's CSR conv block at a 1-voxel bottleneck
+        self._bottleneck_needs_voxels = norm_key.startswith("instance") and fft_nums[-1] < depths[-1]
+        layer_kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, layer_scale_init=layer_scale_init,
+                            dropout_rate=dropout_rate)
+
+        self.downsamples = self._make_downsamples()
+        self.stages = self._make_stages(depths, fft_nums, norm_name, drop_path_rate, use_checkpoint, layer_kwargs)
+        self.skip_norms = nn.ModuleList([LayerNormNd(w) for w in self.widths])
+        self.skip_mlps = nn.ModuleList([ChannelMLP(spatial_dims, w, 4 * w) for w in self.widths])
+        self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, self.widths[0], kernel_size=3, stride=1,
+                                        norm_name=norm_name, res_block=True)
+        self.up_blocks = nn.ModuleList(
+            [
+                EMNetUpBlock(spatial_dims, self.widths[i + 1], self.widths[i], decoder_depths[self.num_stages - 2 - i],
+                             upsample_kernel_size=2, norm_name=norm_name, use_checkpoint=use_checkpoint, **layer_kwargs)
+                for i in reversed(range(self.num_stages - 1))
+            ]
+        )
+        self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], self.widths[0], 0, upsample_kernel_size=4,
+                                    norm_name=norm_name)
+        self.out = UnetOutBlock(spatial_dims, self.widths[0], out_channels)
+        self.ds_heads = nn.ModuleList()
+        if deep_supervision:  # on the decoder outputs at 1/4 and 1/8
+            self.ds_heads.extend([UnetOutBlock(spatial_dims, self.widths[0], out_channels),
+                                  UnetOutBlock(spatial_dims, self.widths[1], out_channels)])
+
+    @staticmethod
+    def _check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
+                    dropout_rate, drop_path_rate, deep_supervision) -> None:
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"`spatial_dims` can only be 2 or 3, got {spatial_dims}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("feature_size", feature_size)):
+            if int(value) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        if len(depths) < 2 or any(d < 1 for d in depths):
+            raise ValueError(f"`depths` must have at least 2 positive values (one per encoder stage), got {depths}.")
+        if len(decoder_depths) != len(depths) - 1 or any(d < 0 for d in decoder_depths):
+            raise ValueError(
+                f"`decoder_depths` must have len(depths) - 1 = {len(depths) - 1} non-negative values, got {decoder_depths}."
+            )
+        if len(fft_nums) != len(depths) or any(not 0 <= f <= d for f, d in zip(fft_nums, depths)):
+            raise ValueError(
+                f"`fft_nums` must have {len(depths)} values with 0 <= fft_nums[i] <= depths[i] (depths={depths}), "
+                f"got {fft_nums}."
+            )
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate}.")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate}.")
+        if deep_supervision and len(depths) < 3:
+            raise ValueError(f"`deep_supervision` needs at least 3 encoder stages, got depths={depths}.")
+
+    def _make_downsamples(self) -> nn.ModuleList:
+        conv = Conv[Conv.CONV, self.spatial_dims]
+        layers = [nn.Sequential(conv(self.in_channels, self.widths[0], kernel_size=4, stride=4), LayerNormNd(self.widths[0]))]
+        for i in range(1, self.num_stages):
+            layers.append(nn.Sequential(LayerNormNd(self.widths[i - 1]),
+                                        conv(self.widths[i - 1], self.widths[i], kernel_size=2, stride=2)))
+        return nn.ModuleList(layers)
+
+    def _make_stages(self, depths, fft_nums, norm_name, drop_path_rate, use_checkpoint, layer_kwargs) -> nn.ModuleList:
+        total = sum(depths)
+        rates = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
+        stages, start = [], 0
+        for i, (depth, fft_num) in enumerate(zip(depths, fft_nums)):
+            stride = 4 * 2**i
+            stages.append(
+                CSRMBlock(self.spatial_dims, self.widths[i], depth, fft_num=fft_num, norm_name=norm_name,
+                          filter_size=tuple(r // stride for r in self.filter_roi_size),
+                          drop_path_rates=rates[start : start + depth], use_checkpoint=use_checkpoint, **layer_kwargs)
+            )
+            start += depth
+        return nn.ModuleList(stages)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(
+                f"EMNet expects a (B, C, *spatial) input with {self.spatial_dims} spatial dims, got shape {tuple(x.shape)}."
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"EMNet expects {self.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)}).")
+        spatial = [int(s) for s in x.shape[2:]]
+        if any(s % self.divisor for s in spatial):
+            raise ValueError(
+                f"EMNet needs each spatial size divisible by {self.divisor} (2 ** (len(depths) + 1)), got spatial shape "
+                f"{tuple(spatial)} (input shape {tuple(x.shape)}); pad with DivisiblePadd(k={self.divisor}) or use a "
+                f"roi_size that is a multiple of {self.divisor}."
+            )
+
+        if self._bottleneck_needs_voxels and all(s == self.divisor for s in spatial):
+            raise ValueError(
+                f"EMNet got spatial shape {tuple(spatial)}, which leaves a single voxel at the bottleneck (1/{self.divisor}); "
+                f"the instance-normalised convolution block of the last stage's CSR Mamba layers needs more than one: "
+                f"use a spatial size of at least {2 * self.divisor} along one axis (or fft_nums[-1] == depths[-1], "
+                f"or another norm_name)."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self._check_input(x)
+        skips = []
+        h = x
+        for down, stage, norm, mlp in zip(self.downsamples, self.stages, self.skip_norms, self.skip_mlps):
+            h = stage(down(h))
+            skips.append(mlp(norm(h)))
+        dec = skips[-1]
+        dec_outs = []
+        for j, up in enumerate(self.up_blocks):
+            dec = up(dec, skips[-2 - j])
+            dec_outs.append(dec)
+        logits = self.out(self.up_full(dec, self.encoder1(x)))
+        if self.deep_supervision and self.training:
+            return [logits, self.ds_heads[0](dec_outs[-1]), self.ds_heads[1](dec_outs[-2])]
+        return logits

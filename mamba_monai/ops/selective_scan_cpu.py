@@ -1,0 +1,379 @@
+"""
+Fused selective scan for CPU tensors: numba kernels and a ``torch.autograd.Function`` around them.
+
+Algorithm (one independent recurrence per batch row ``b`` and channel ``d``, parallel over b*d):
+
+- Forward: the N-vector state ``h`` stays in a local array; each step computes
+  ``dt = softplus(delta + delta_bias)``, ``h = exp(dt * A) * h + dt * u * B_t`` and
+  ``y = <C_t, h> + D * u`` (times ``silu(z)``) in one pass, so no (b, d, L, N) tensor is ever
+  built. When a gradient is needed the state entering every chunk of ``K`` steps (default 64) is
+  saved: (b, d, ceil(L / K), N) numbers, 1/K of the full state history.
+- Backward: chunks are visited last to first. Each chunk's states (and decays ``exp(dt * A)``) are
+  recomputed from its checkpoint into a small (K + 1, N) scratch buffer, then the reverse scan runs
+  over the chunk with the state adjoint ``g_t = exp(dt_{t+1} A) g_{t+1} + gy_t C_t``
+  (``gy`` = gradient of the pre-gate output), which yields du, ddelta (through the softplus and the
+  bias), dA, dD, dz and the per-step dB, dC. dB and dC are shared by the channels of a group, so
+  the backward runs one task per (batch, group, segment of channels) and each task adds into its
+  own partial buffer (race-free, deterministic); torch sums the segments afterwards.
+
+Accumulation is in float32 for float32/bfloat16/float16 inputs and in float64 for float64 inputs
+(both kernels are compiled lazily, on first use of each dtype, and cached on disk). The decays
+``exp(dt * A)`` use a vectorised exp of our own (:func:`_vexp`): numba's scalar exp made the scan
+exp-bound (about 3x slower forward).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.utils import optional_import
+
+numba, has_numba = optional_import("numba")
+
+__all__ = ["has_numba", "selective_scan_cpu", "SelectiveScanCPUFunction", "CHUNK_SIZE"]
+
+CHUNK_SIZE = 64
+"""Steps between forward checkpoints (the backward recomputes at most this many states at once)."""
+
+
+def _jit(fn):
+    """``njit(parallel=True, fastmath=True, cache=True)``; without the on-disk cache where it cannot be written."""
+    try:
+        return numba.njit(parallel=True, fastmath=True, cache=True)(fn)
+    except RuntimeError:  # no writable cache location (read-only install)
+        return numba.njit(parallel=True, fastmath=True, cache=False)(fn)
+
+
+def _exp_consts(dtype: torch.dtype) -> tuple[torch.Tensor, torch.dtype, int, int]:
+    """Constants of :func:`_vexp` for float32 or float64: (table, integer dtype, exponent bias, mantissa bits)."""
+    if dtype == torch.float32:
+        lo, hi, ln2_hi, itype, bias, shift = -87.0, 88.0, 0.693359375, torch.int32, 127, 23
+    else:
+        lo, hi, ln2_hi, itype, bias, shift = -708.0, 709.0, 0.6931471803691238, torch.int64, 1023, 52
+    ln2 = math.log(2.0)
+    table = [1.0 / ln2, ln2_hi, ln2 - ln2_hi, lo, hi, 0.5] + [1.0 / math.factorial(k) for k in range(14)]
+    return torch.tensor(table, dtype=dtype), itype, bias, shift
+
+
+def _vexp(x, arow, out, ibuf, fview, c, ebias, shift):
+    """
+    out[n] = exp(x * arow[n]) for every n, in a form the compiler vectorises over n (numba has no
+    vector exp without Intel's SVML): range reduction x = k ln2 + r, a degree-13 Taylor polynomial
+    in r (|r| <= ln2 / 2), and 2^k built from its exponent bits in ``ibuf`` (an integer scratch of
+    the float's width) read back through ``fview``, a float view of ``ibuf``. Constants in ``c``
+    (see :func:`_exp_consts`); arguments are clamped to the dtype's finite range.
+    """
+    n_state = arow.shape[0]
+    for n in range(n_state):
+        v = min(max(x * arow[n], c[3]), c[4])
+        kf = np.floor(v * c[0] + c[5])
+        r = v - kf * c[1] - kf * c[2]
+        p = c[19]
+        p = p * r + c[18]
+        p = p * r + c[17]
+        p = p * r + c[16]
+        p = p * r + c[15]
+        p = p * r + c[14]
+        p = p * r + c[13]
+        p = p * r + c[12]
+        p = p * r + c[11]
+        p = p * r + c[10]
+        p = p * r + c[9]
+        p = p * r + c[8]
+        p = p * r + c[7]
+        p = p * r + c[6]
+        out[n] = p
+        ibuf[n] = kf
+    for n in range(n_state):
+        ibuf[n] = (ibuf[n] + ebias) << shift
+    for n in range(n_state):
+        out[n] = out[n] * fview[n]
+
+
+def _scan_fwd(
+    u, delta, A, Bt, Ct, D, z, bias, softplus, has_z, chunk, save_ckpt, out, last, ckpt, ec, itmpl, ebias, shift
+):
+    """
+    Forward kernel. u, delta, z, out: (b, d, L); A: (d, N); Bt, Ct: (b, g, L, N) (time-major);
+    D, bias: (d,); last: (b, d, N); ckpt: (b, d, ceil(L / chunk), N), written when ``save_ckpt``.
+    ``z`` is only read when ``has_z``. ``ec``, ``itmpl`` (integer dtype template), ``ebias``,
+    ``shift``: the constants of :func:`_vexp`.
+    """
+    b, d, length = u.shape
+    n_state = A.shape[1]
+    dg = d // Bt.shape[1]
+    for r in numba.prange(b * d):
+        bi = r // d
+        di = r % d
+        gi = di // dg
+        h = np.zeros(n_state, dtype=u.dtype)
+        zero = np.zeros(1, dtype=u.dtype)
+        decay = np.empty(n_state, dtype=u.dtype)
+        ibuf = np.empty(n_state, dtype=itmpl.dtype)
+        fview = ibuf.view(u.dtype)
+        arow = A[di]
+        for t in range(length):
+            if save_ckpt and t % chunk == 0:
+                c = t // chunk
+                for n in range(n_state):
+                    ckpt[bi, di, c, n] = h[n]
+            x = delta[bi, di, t] + bias[di]
+            if softplus and x <= 20.0:
+                x = np.log1p(np.exp(x))
+            ut = u[bi, di, t]
+            dtu = x * ut
+            y = zero[0]
+            _vexp(x, arow, decay, ibuf, fview, ec, ebias, shift)
+            for n in range(n_state):
+                hn = decay[n] * h[n] + dtu * Bt[bi, gi, t, n]
+                h[n] = hn
+                y += hn * Ct[bi, gi, t, n]
+            y += D[di] * ut
+            if has_z:
+                zt = z[bi, di, t]
+                out[bi, di, t] = y * zt / (1.0 + np.exp(-zt))
+            else:
+                out[bi, di, t] = y
+        for n in range(n_state):
+            last[bi, di, n] = h[n]
+
+
+def _scan_bwd(
+    u, delta, A, Bt, Ct, D, z, bias, softplus, has_z, chunk, ckpt, dout, dlast, nseg,
+    du, ddelta, dA_p, dBt_p, dCt_p, dD_p, dbias_p, dz, ec, itmpl, ebias, shift,
+):  # fmt: skip
+    """
+    Backward kernel. Inputs as in :func:`_scan_fwd`, plus ``ckpt`` from the forward, ``dout``
+    (b, d, L) and ``dlast`` (b, d, N) (the gradient of the returned last state, zeros if unused).
+    One task per (batch, group, channel segment), ``nseg`` segments per group. Outputs:
+    du, ddelta, dz: (b, d, L); dA_p: (b, d, N); dD_p, dbias_p: (b, d); dBt_p, dCt_p:
+    (nseg, b, g, L, N) partial sums, zero-initialised by the caller.
+    """
+    b, d, length = u.shape
+    n_state = A.shape[1]
+    g = Bt.shape[1]
+    dg = d // g
+    seg = (dg + nseg - 1) // nseg
+    nchunks = ckpt.shape[2]
+    for k in numba.prange(b * g * nseg):
+        bi = k // (g * nseg)
+        gi = (k // nseg) % g
+        s = k % nseg
+        c_start = gi * dg + s * seg
+        c_stop = min(c_start + seg, (gi + 1) * dg)
+        hs = np.empty((chunk + 1, n_state), dtype=u.dtype)  # states entering / after each step
+        aa = np.empty((chunk, n_state), dtype=u.dtype)  # decays exp(dt * A)
+        dts = np.empty(chunk, dtype=u.dtype)
+        dsp = np.empty(chunk, dtype=u.dtype)  # d softplus / d x
+        gh = np.empty(n_state, dtype=u.dtype)  # state adjoint carried backwards
+        dA_acc = np.empty(n_state, dtype=u.dtype)
+        sc = np.zeros(4, dtype=u.dtype)  # typed scalar scratch
+        ibuf = np.empty(n_state, dtype=itmpl.dtype)
+        fview = ibuf.view(u.dtype)
+        for di in range(c_start, c_stop):
+            for n in range(n_state):
+                gh[n] = dlast[bi, di, n]
+                dA_acc[n] = 0.0
+            sc[2] = 0.0  # dD
+            sc[3] = 0.0  # ddelta_bias
+            for c in range(nchunks - 1, -1, -1):
+                t0 = c * chunk
+                m = min(chunk, length - t0)
+                for n in range(n_state):
+                    hs[0, n] = ckpt[bi, di, c, n]
+                # recompute the chunk's states from its checkpoint
+                for j in range(m):
+                    t = t0 + j
+                    x = delta[bi, di, t] + bias[di]
+                    if softplus:
+                        if x <= 20.0:
+                            e = np.exp(x)
+                            dsp[j] = e / (1.0 + e)
+                            x = np.log1p(e)
+                        else:
+                            dsp[j] = 1.0
+                    dts[j] = x
+                    xt = dts[j]
+                    dtu = xt * u[bi, di, t]
+                    _vexp(xt, A[di], aa[j], ibuf, fview, ec, ebias, shift)
+                    for n in range(n_state):
+                        hs[j + 1, n] = aa[j, n] * hs[j, n] + dtu * Bt[bi, gi, t, n]
+                # reverse scan over the chunk
+                for j in range(m - 1, -1, -1):
+                    t = t0 + j
+                    ut = u[bi, di, t]
+                    go = dout[bi, di, t]
+                    if has_z:
+                        sc[0] = D[di] * ut
+                        ypre = sc[0]
+                        for n in range(n_state):
+                            ypre += Ct[bi, gi, t, n] * hs[j + 1, n]
+                        zt = z[bi, di, t]
+                        sig = 1.0 / (1.0 + np.exp(-zt))
+                        dz[bi, di, t] = go * ypre * sig * (1.0 + zt * (1.0 - sig))
+                        sc[0] = go * zt * sig
+                    else:
+                        sc[0] = go
+                    gy = sc[0]
+                    sc[2] += gy * ut
+                    xt = dts[j]
+                    dtu = xt * ut
+                    sc[1] = 0.0
+                    dt_acc = sc[1]
+                    du_acc = sc[1]
+                    for n in range(n_state):
+                        ghn = gh[n] + gy * Ct[bi, gi, t, n]
+                        bn = Bt[bi, gi, t, n]
+                        w = ghn * aa[j, n] * hs[j, n]
+                        dCt_p[s, bi, gi, t, n] += gy * hs[j + 1, n]
+                        dBt_p[s, bi, gi, t, n] += ghn * dtu
+                        du_acc += ghn * bn
+                        dA_acc[n] += w * xt
+                        dt_acc += w * A[di, n] + ghn * ut * bn
+                        gh[n] = ghn * aa[j, n]
+                    du[bi, di, t] = gy * D[di] + du_acc * xt
+                    if softplus:
+                        dt_acc = dt_acc * dsp[j]
+                    ddelta[bi, di, t] = dt_acc
+                    sc[3] += dt_acc
+            for n in range(n_state):
+                dA_p[bi, di, n] = dA_acc[n]
+            dD_p[bi, di] = sc[2]
+            dbias_p[bi, di] = sc[3]
+
+
+if has_numba:
+    _vexp = numba.njit(fastmath=True, cache=True, inline="always")(_vexp)
+    _scan_fwd_kernel = _jit(_scan_fwd)
+    _scan_bwd_kernel = _jit(_scan_bwd)
+
+
+def _set_threads() -> int:
+    """Run numba's kernels with torch's intra-op thread count (capped by numba's pool size)."""
+    nthreads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(nthreads)
+    return nthreads
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().numpy()
+
+
+class SelectiveScanCPUFunction(torch.autograd.Function):
+    """Autograd wrapper of the fused numba kernels: one node in the graph, whatever L is."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk, need_grad):
+        b, d, length = u.shape
+        compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+        grouped = B.dim() == 4
+
+        def prep(x):
+            return x.detach().to(compute).contiguous()
+
+        u_c, delta_c, A_c = prep(u), prep(delta), prep(A)
+        B4 = B if grouped else B.unsqueeze(1)
+        C4 = C if grouped else C.unsqueeze(1)
+        Bt = B4.detach().to(compute).transpose(-1, -2).contiguous()  # (b, g, L, N)
+        Ct = C4.detach().to(compute).transpose(-1, -2).contiguous()
+        D_c = prep(D) if D is not None else u_c.new_zeros(d)
+        bias_c = prep(delta_bias) if delta_bias is not None else u_c.new_zeros(d)
+        z_c = prep(z) if z is not None else u_c.new_zeros(0, 0, 0)
+        n_state = A.shape[1]
+        nchunks = -(-length // chunk)
+        out = u_c.new_empty(b, d, length)
+        last = u_c.new_empty(b, d, n_state)
+        ckpt = u_c.new_empty(b, d, nchunks if need_grad else 0, n_state)
+        _set_threads()
+        ec, itype, ebias, shift = _exp_consts(compute)
+        _scan_fwd_kernel(
+            _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
+            bool(delta_softplus), z is not None, int(chunk), bool(need_grad),
+            _np(out), _np(last), _np(ckpt), _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
+        )  # fmt: skip
+        if need_grad:
+            ctx.save_for_backward(u_c, delta_c, A_c, Bt, Ct, D_c, z_c, bias_c, ckpt)
+        ctx.meta = dict(
+            softplus=bool(delta_softplus), has_z=z is not None, chunk=int(chunk), grouped=grouped,
+            dtypes=[None if x is None else x.dtype for x in (u, delta, A, B, C, D, z, delta_bias)],
+        )  # fmt: skip
+        out = out.to(u.dtype)
+        if return_last_state:
+            return out, last
+        return out
+
+    @staticmethod
+    def backward(ctx, dout, *rest):
+        u_c, delta_c, A_c, Bt, Ct, D_c, z_c, bias_c, ckpt = ctx.saved_tensors
+        meta = ctx.meta
+        b, d, length = u_c.shape
+        g, n_state = Bt.shape[1], Bt.shape[3]
+        compute = u_c.dtype
+        dout_c = dout.detach().to(compute).contiguous()
+        dlast = rest[0] if rest and rest[0] is not None else None
+        dlast_c = dlast.detach().to(compute).contiguous() if dlast is not None else u_c.new_zeros(b, d, n_state)
+        nthreads = _set_threads()
+        dg = d // g
+        nseg = min(dg, max(1, math.ceil(2 * nthreads / (b * g))))
+        du = torch.empty_like(u_c)
+        ddelta = torch.empty_like(u_c)
+        dz = torch.empty_like(u_c) if meta["has_z"] else u_c.new_zeros(0, 0, 0)
+        dA_p = u_c.new_empty(b, d, n_state)
+        dD_p = u_c.new_empty(b, d)
+        dbias_p = u_c.new_empty(b, d)
+        dBt_p = u_c.new_zeros(nseg, b, g, length, n_state)
+        dCt_p = u_c.new_zeros(nseg, b, g, length, n_state)
+        ec, itype, ebias, shift = _exp_consts(compute)
+        _scan_bwd_kernel(
+            _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
+            meta["softplus"], meta["has_z"], meta["chunk"], _np(ckpt), _np(dout_c), _np(dlast_c), int(nseg),
+            _np(du), _np(ddelta), _np(dA_p), _np(dBt_p), _np(dCt_p), _np(dD_p), _np(dbias_p), _np(dz),
+            _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
+        )  # fmt: skip
+        dB = dBt_p.sum(0).transpose(-1, -2)  # (b, g, N, L)
+        dC = dCt_p.sum(0).transpose(-1, -2)
+        if not meta["grouped"]:
+            dB, dC = dB.squeeze(1), dC.squeeze(1)
+        grads = [du, ddelta, dA_p.sum(0), dB, dC, dD_p.sum(0), dz if meta["has_z"] else None, dbias_p.sum(0)]
+        need = ctx.needs_input_grad
+        out = []
+        for i, (grad, dtype) in enumerate(zip(grads, meta["dtypes"])):
+            out.append(grad.to(dtype) if (need[i] and grad is not None and dtype is not None) else None)
+        return (*out, None, None, None, None)
+
+
+def selective_scan_cpu(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    chunk: int = CHUNK_SIZE,
+):
+    """
+    Selective scan of CPU tensors with the fused numba kernels (see the module docstring).
+
+    Arguments and shapes as in :func:`mamba_monai.ops.selective_scan`; ``chunk`` is the number of
+    steps between forward checkpoints. Unlike mamba_ssm's kernel, a gradient flowing into the
+    returned last state is propagated too. Shapes are assumed checked by the caller.
+
+    Returns:
+        y (b, d, L) in the dtype of ``u``; and the last state (b, d, n) in the compute dtype
+        (float32, or float64 for float64 ``u``) when ``return_last_state``.
+    """
+    if not has_numba:
+        raise RuntimeError("selective_scan_cpu needs numba (`pip install numba`), which failed to import.")
+    if int(chunk) < 1:
+        raise ValueError(f"selective_scan_cpu: `chunk` must be >= 1, got {chunk}.")
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return SelectiveScanCPUFunction.apply(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, int(chunk), need_grad
+    )
