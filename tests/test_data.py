@@ -344,11 +344,11 @@ def test_usable_from_bundle_config(small_ds):
     root, _ = small_ds
     parser = ConfigParser(
         {
-            "imports": ["$import mamba_monai.data"],
+            # note: "$import mamba_monai.data" would bind the name "mamba_monai.data" only (MONAI's import parsing)
+            "imports": ["$from mamba_monai.data import load_datalist"],
             "dataset_dir": root,
-            "datalist": f"$mamba_monai.data.ensure_demo_ct_dataset(@dataset_dir, {SMALL['num_train']}, "
-            f"{SMALL['num_val']}, {SMALL['num_test']}, size_scale={SMALL['size_scale']})",
-            "data": "$mamba_monai.data.load_datalist(@datalist, 'validation')",
+            "datalist": {"_target_": "mamba_monai.data.ensure_demo_ct_dataset", "root_dir": "@dataset_dir", **SMALL},
+            "data": "$load_datalist(@datalist, 'validation')",
             "check": {"_target_": "mamba_monai.data.ValidateImaged", "keys": "image", "num_channels": 1,
                       "min_spatial_size": [16, 16, 8]},
             "labels": {"_target_": "mamba_monai.data.ValidateLabelsd", "keys": "label", "num_classes": 6},

@@ -16,6 +16,7 @@ __all__ = [
     "bundle_workflow",
     "run_workflow",
     "verify_bundle_metadata",
+    "inference_datalist",
 ]
 
 SCHEMA_PATH = str(Path(__file__).with_name("schema") / "meta_schema_mamba_monai_v1.json")
@@ -82,3 +83,18 @@ def run_workflow(workflow: ConfigWorkflow, check_properties: bool = True) -> Any
 def verify_bundle_metadata(bundle: str) -> None:
     """``monai.bundle.verify_metadata`` against the schema kept in this package (no download)."""
     verify_metadata(meta_file=os.path.join(bundle_dir(bundle), "configs", "metadata.json"), filepath=SCHEMA_PATH)
+
+
+def inference_datalist(image_dir: str, pattern: str = "*.nii.gz") -> list[dict]:
+    """
+    Every readable image in ``image_dir`` as ``[{"image": path}, ...]`` for a bundle's inference. Unreadable files
+    (corrupt, truncated) are skipped with a warning naming them, so one bad export does not stop the others;
+    when none is readable the error lists them all.
+    """
+    from mamba_monai.data import datalist_from_folder, filter_readable
+
+    good, errors = filter_readable(datalist_from_folder(image_dir, pattern=pattern))
+    if not good:
+        details = "\n".join(f"  {e['file']}: {e['error']}" for e in errors)
+        raise RuntimeError(f"None of the images in {image_dir} ({pattern}) can be read:\n{details}")
+    return good

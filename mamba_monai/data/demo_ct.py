@@ -40,7 +40,7 @@ DEMO_CT_VERSION = 1
 
 DEMO_CT_LABELS: dict[int, str] = {0: "background", 1: "liver", 2: "spleen", 3: "kidney", 4: "aorta", 5: "gland"}
 """Label values of the demo CT data set. ``kidney`` covers both kidneys; ``gland`` is a small adrenal-like
-structure above the left kidney (a few hundred voxels at 1.5x1.5x2.0 mm)."""
+structure above the left kidney (about 50-150 voxels at 1.5x1.5x2.0 mm)."""
 
 _DATALIST_NAME = "dataset_0.json"
 _MARKER_NAME = ".complete"
