@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mamba_monai.blocks import MambaMixer
 from mamba_monai.ops import available_backends, selective_scan, selective_scan_ref
-from mamba_monai.ops.selective_scan_cpu import SelectiveScanCPUFunction, selective_scan_cpu
+from mamba_monai.ops.selective_scan_cpu import (
+    BWD_OP_NAME,
+    FWD_OP_NAME,
+    selective_scan_bwd,
+    selective_scan_cpu,
+    selective_scan_fwd,
+)
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def is_fast(y: torch.Tensor) -> bool:
+    """True when y's autograd node is our custom operator's (the fused CPU path, not the reference)."""
+    return y.grad_fn is not None and FWD_OP_NAME.replace("::", "_") in y.grad_fn.name()
 
 
 def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -142,7 +157,7 @@ def test_gradcheck_float64_fast_path():
 
     def fn(u, delta, A, B, C, D, z, bias):
         y, last = selective_scan_cpu(u, delta, A, B, C, D, z, bias, True, True, chunk=2)
-        assert y.grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)  # the fast path, not the reference
+        assert is_fast(y)  # the fast path, not the reference
         return y, last
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -200,7 +215,7 @@ def test_single_graph_node_noncontiguous_and_grad_subset():
     delta = inputs["delta"].clone().requires_grad_()
     kw = {**inputs, "u": u_t, "B": B_t, "delta": delta}
     y = selective_scan(**kw, delta_softplus=True, backend="cpu")
-    assert y.grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)
+    assert is_fast(y)
     # one node whatever L is: its inputs are the leaves themselves, no per-step graph behind it
     assert all(f is None or type(f).__name__ == "AccumulateGrad" for f, _ in y.grad_fn.next_functions)
     y.sum().backward()
@@ -223,16 +238,16 @@ def test_backend_forcing_argument_and_env(monkeypatch):
     for k in ("u", "delta"):
         inputs[k].requires_grad_()
     y_auto = selective_scan(**inputs)
-    assert y_auto.grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)  # auto -> cpu for CPU tensors
+    assert is_fast(y_auto)  # auto -> cpu for CPU tensors
     y_ref = selective_scan(**inputs, backend="ref")
-    assert not y_ref.grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)
+    assert not is_fast(y_ref)
     torch.testing.assert_close(y_auto, y_ref, rtol=1e-5, atol=1e-5)
     monkeypatch.setenv("MAMBA_MONAI_SCAN_BACKEND", "ref")
-    assert not selective_scan(**inputs).grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)
+    assert not is_fast(selective_scan(**inputs))
     monkeypatch.setenv("MAMBA_MONAI_SCAN_BACKEND", "cpu")
-    assert selective_scan(**inputs).grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)
+    assert is_fast(selective_scan(**inputs))
     # the argument wins over the environment
-    assert not selective_scan(**inputs, backend="ref").grad_fn.name().startswith(SelectiveScanCPUFunction.__name__)
+    assert not is_fast(selective_scan(**inputs, backend="ref"))
     monkeypatch.setenv("MAMBA_MONAI_SCAN_BACKEND", "fast")
     with pytest.raises(ValueError, match="MAMBA_MONAI_SCAN_BACKEND.*'fast'"):
         selective_scan(**inputs)
@@ -281,3 +296,142 @@ def test_long_sequence_stable_and_matches_reference():
     assert torch.isfinite(y).all()
     assert_close(y, y_ref, 1e-4, "y")
     assert math.isfinite(y.abs().max().item())
+
+
+class TinyScan(torch.nn.Module):
+    """A module whose every scan operand depends on the input: (b, 4, L) -> (y (b, 4, L), last (b, 4, 3))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w_delta = torch.nn.Parameter(torch.randn(4, generator=gen) * 0.5)
+        self.w_b = torch.nn.Parameter(torch.randn(3, 4, generator=gen))
+        self.w_c = torch.nn.Parameter(torch.randn(3, 4, generator=gen))
+        self.A_log = torch.nn.Parameter(torch.rand(4, 3, generator=gen))
+        self.D = torch.nn.Parameter(torch.randn(4, generator=gen))
+        self.delta_bias = torch.nn.Parameter(torch.randn(4, generator=gen) * 0.3)
+
+    def forward(self, u: torch.Tensor):
+        B = torch.einsum("bdl,nd->bnl", u, self.w_b)
+        C = torch.einsum("bdl,nd->bnl", u, self.w_c)
+        return selective_scan(
+            u, u * self.w_delta[:, None], -torch.exp(self.A_log), B, C, self.D, z=u.flip(-1),
+            delta_bias=self.delta_bias, delta_softplus=True, return_last_state=True, backend="cpu",
+        )  # fmt: skip
+
+
+def _param_grads(module: torch.nn.Module, out) -> list[torch.Tensor]:
+    module.zero_grad()
+    y, last = out if isinstance(out, tuple) else (out, None)
+    gen = torch.Generator().manual_seed(4)
+    loss = (y * torch.randn(y.shape, generator=gen)).sum()
+    if last is not None:
+        loss = loss + (last * torch.randn(last.shape, generator=gen)).sum()
+    loss.backward()
+    return [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("grad_while_tracing", [True, False])
+def test_jit_trace_saves_loads_and_runs_new_lengths(tmp_path, grad_while_tracing):
+    """The scan is traced as one call of the registered operator: it saves, loads and matches eager at another L."""
+    module = TinyScan()
+    with torch.set_grad_enabled(grad_while_tracing):  # the same graph either way
+        traced = torch.jit.trace(module, torch.randn(2, 4, 7))
+    assert FWD_OP_NAME in str(traced.graph)
+    path = str(tmp_path / "tiny.ts")
+    torch.jit.save(traced, path)
+    loaded = torch.jit.load(path)
+    u = torch.randn(1, 4, 75, generator=torch.Generator().manual_seed(2))  # new b and L, more than one chunk
+    y_ts, last_ts = loaded(u)
+    y, last = module(u)
+    assert y_ts.shape == (1, 4, 75) and last_ts.shape == (1, 4, 3)
+    torch.testing.assert_close(y_ts, y, rtol=0, atol=0)
+    torch.testing.assert_close(last_ts, last, rtol=0, atol=0)
+    ref = selective_scan_ref(
+        u.double(), (u * module.w_delta[:, None]).double(), -torch.exp(module.A_log).double(),
+        torch.einsum("bdl,nd->bnl", u, module.w_b).double(), torch.einsum("bdl,nd->bnl", u, module.w_c).double(),
+        module.D.double(), u.flip(-1).double(), module.delta_bias.double(), True, True,
+    )  # fmt: skip
+    assert_close(y_ts, ref[0], 1e-4, "traced y vs reference")
+    # the loaded module trains: parameter gradients through the operator's backward match eager
+    for g_ts, g in zip(_param_grads(loaded, loaded(u)), _param_grads(module, module(u))):
+        torch.testing.assert_close(g_ts, g, rtol=1e-5, atol=1e-6)
+
+
+def test_mamba_mixer_bidirectional_torchscript_export(tmp_path):
+    """MambaMixer exported as MONAI's ckpt_export(use_trace=True) does it, then run at another length."""
+    from monai.networks.utils import convert_to_torchscript
+
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model=8, bidirectional=True).eval()
+    path = str(tmp_path / "mixer.ts")
+    convert_to_torchscript(mixer, path, verify=True, inputs=[torch.randn(2, 11, 8)], use_trace=True)
+    loaded = torch.jit.load(path)
+    assert sum(str(m.graph).count(FWD_OP_NAME) for m in (loaded.forward_branch, loaded.backward_branch)) == 2
+    x = torch.randn(1, 70, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), mixer(x), rtol=1e-6, atol=1e-6)
+
+
+_FRESH_PROCESS = """
+import sys, torch
+{imports}
+tiny = torch.jit.load(sys.argv[1]); mixer = torch.jit.load(sys.argv[2]); data = torch.load(sys.argv[3])
+y, last = tiny(data["u"])
+ok = torch.equal(y, data["y"]) and torch.equal(last, data["last"])
+ok = ok and torch.allclose(mixer(data["x"]), data["mixer"], rtol=1e-6, atol=1e-6)
+print("parity", ok)
+"""
+
+
+def test_torchscript_loads_in_fresh_process(tmp_path):
+    """A saved trace runs in a new process that imports only mamba_monai.ops (and fails clearly without it)."""
+    tiny, mixer = TinyScan(), MambaMixer(d_model=8, bidirectional=True).eval()
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(tiny, torch.randn(1, 4, 5)), str(tmp_path / "tiny.ts"))
+        torch.jit.save(torch.jit.trace(mixer, torch.randn(1, 5, 8)), str(tmp_path / "mixer.ts"))
+        gen = torch.Generator().manual_seed(3)
+        u, x = torch.randn(2, 4, 33, generator=gen), torch.randn(2, 21, 8, generator=gen)
+        y, last = tiny(u)
+        torch.save({"u": u, "x": x, "y": y, "last": last, "mixer": mixer(x)}, str(tmp_path / "data.pt"))
+    args = [str(tmp_path / n) for n in ("tiny.ts", "mixer.ts", "data.pt")]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+    def run(imports):
+        code = _FRESH_PROCESS.format(imports=imports)
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+
+    done = run("import mamba_monai.ops")
+    assert done.returncode == 0, done.stderr
+    assert "parity True" in done.stdout
+    bare = run("")  # the operator is registered by importing the package
+    assert bare.returncode != 0 and "mamba_monai::selective_scan_fwd" in bare.stderr
+
+
+@pytest.mark.parametrize("with_opts,dtype", [(True, torch.float32), (False, torch.float64)])
+def test_custom_ops_opcheck(with_opts, dtype):
+    """torch.library.opcheck: schema, fake (meta) kernels and autograd registration of both operators."""
+    groups = 2 if with_opts else None
+    inputs = make_inputs(2, 4, 9, 3, groups, seed=6, dtype=dtype, D=with_opts, z=with_opts, bias=with_opts)
+    args = [None if v is None else v.requires_grad_() for v in (inputs[k] for k in NAMES)]
+    utils = ("test_schema", "test_faketensor", "test_autograd_registration")
+    for save in (True, False):
+        # AOTAutograd (what torch.compile would use) too, once: it takes a few seconds
+        extra = ("test_aot_dispatch_dynamic",) if with_opts and save else ()
+        torch.library.opcheck(selective_scan_fwd, (*args, True, 4, save), test_utils=utils + extra)
+    y, last, ckpt = selective_scan_fwd(*args, True, 4, True)
+    assert ckpt.shape == (2, 4, 3, 3) and ckpt.dtype == dtype and not ckpt.requires_grad
+    plain = [None if a is None else a.detach() for a in args]
+    for ck, dlast in ((ckpt.detach(), last.detach()), (ckpt.new_empty(2, 4, 0, 3), None)):
+        bwd_args = (*plain, True, 4, ck, torch.ones_like(y).detach(), dlast)
+        torch.library.opcheck(selective_scan_bwd, bwd_args, test_utils=utils)
+    assert torch.ops.mamba_monai.selective_scan_fwd.default.name() == FWD_OP_NAME
+    assert torch.ops.mamba_monai.selective_scan_bwd.default.name() == BWD_OP_NAME
+    # the backward recomputes missing checkpoints: same gradients with or without them
+    full = selective_scan_bwd(*plain, True, 4, ckpt.detach(), torch.ones_like(y), None)
+    recomputed = selective_scan_bwd(*plain, True, 4, ckpt.new_empty(2, 4, 0, 3), torch.ones_like(y), None)
+    for a, b in zip(full, recomputed):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"`checkpoints` must be .*\(2, 4, 3, 3\).*got \(2, 4, 2, 3\)"):
+        selective_scan_bwd(*plain, True, 4, ckpt.detach()[:, :, :2], torch.ones_like(y), None)

@@ -1,5 +1,8 @@
 """
-Fused selective scan for CPU tensors: numba kernels and a ``torch.autograd.Function`` around them.
+Fused selective scan for CPU tensors: numba kernels, registered as PyTorch custom operators
+``mamba_monai::selective_scan_fwd`` and ``mamba_monai::selective_scan_bwd`` (``torch.library``)
+with the second as the autograd formula of the first, so that ``torch.jit.trace`` records a
+saveable operator call (a traced network loads wherever ``mamba_monai`` is imported).
 
 Algorithm (one independent recurrence per batch row ``b`` and channel ``d``, parallel over b*d):
 
@@ -32,7 +35,20 @@ from monai.utils import optional_import
 
 numba, has_numba = optional_import("numba")
 
-__all__ = ["has_numba", "selective_scan_cpu", "SelectiveScanCPUFunction", "CHUNK_SIZE"]
+__all__ = [
+    "has_numba",
+    "selective_scan_cpu",
+    "selective_scan_fwd",
+    "selective_scan_bwd",
+    "FWD_OP_NAME",
+    "BWD_OP_NAME",
+    "CHUNK_SIZE",
+]
+
+FWD_OP_NAME = "mamba_monai::selective_scan_fwd"
+"""Registered name of the forward operator (``torch.ops.mamba_monai.selective_scan_fwd``)."""
+BWD_OP_NAME = "mamba_monai::selective_scan_bwd"
+"""Registered name of the backward operator (``torch.ops.mamba_monai.selective_scan_bwd``)."""
 
 CHUNK_SIZE = 64
 """Steps between forward checkpoints (the backward recomputes at most this many states at once)."""
@@ -261,87 +277,204 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().numpy()
 
 
-class SelectiveScanCPUFunction(torch.autograd.Function):
-    """Autograd wrapper of the fused numba kernels: one node in the graph, whatever L is."""
+def _require_numba() -> None:
+    if not has_numba:
+        raise RuntimeError("selective_scan_cpu needs numba (`pip install numba`), which failed to import.")
 
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk, need_grad):
-        b, d, length = u.shape
-        compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-        grouped = B.dim() == 4
 
-        def prep(x):
-            return x.detach().to(compute).contiguous()
+def _check_chunk(chunk: int) -> None:
+    if int(chunk) < 1:
+        raise ValueError(f"selective_scan_cpu: `chunk` must be >= 1, got {chunk}.")
 
-        u_c, delta_c, A_c = prep(u), prep(delta), prep(A)
-        B4 = B if grouped else B.unsqueeze(1)
-        C4 = C if grouped else C.unsqueeze(1)
-        Bt = B4.detach().to(compute).transpose(-1, -2).contiguous()  # (b, g, L, N)
-        Ct = C4.detach().to(compute).transpose(-1, -2).contiguous()
-        D_c = prep(D) if D is not None else u_c.new_zeros(d)
-        bias_c = prep(delta_bias) if delta_bias is not None else u_c.new_zeros(d)
-        z_c = prep(z) if z is not None else u_c.new_zeros(0, 0, 0)
-        n_state = A.shape[1]
-        nchunks = -(-length // chunk)
-        out = u_c.new_empty(b, d, length)
-        last = u_c.new_empty(b, d, n_state)
-        ckpt = u_c.new_empty(b, d, nchunks if need_grad else 0, n_state)
-        _set_threads()
-        ec, itype, ebias, shift = _exp_consts(compute)
-        _scan_fwd_kernel(
-            _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
-            bool(delta_softplus), z is not None, int(chunk), bool(need_grad),
-            _np(out), _np(last), _np(ckpt), _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
-        )  # fmt: skip
-        if need_grad:
-            ctx.save_for_backward(u_c, delta_c, A_c, Bt, Ct, D_c, z_c, bias_c, ckpt)
-        ctx.meta = dict(
-            softplus=bool(delta_softplus), has_z=z is not None, chunk=int(chunk), grouped=grouped,
-            dtypes=[None if x is None else x.dtype for x in (u, delta, A, B, C, D, z, delta_bias)],
-        )  # fmt: skip
-        out = out.to(u.dtype)
-        if return_last_state:
-            return out, last
-        return out
 
-    @staticmethod
-    def backward(ctx, dout, *rest):
-        u_c, delta_c, A_c, Bt, Ct, D_c, z_c, bias_c, ckpt = ctx.saved_tensors
-        meta = ctx.meta
-        b, d, length = u_c.shape
-        g, n_state = Bt.shape[1], Bt.shape[3]
-        compute = u_c.dtype
-        dout_c = dout.detach().to(compute).contiguous()
-        dlast = rest[0] if rest and rest[0] is not None else None
-        dlast_c = dlast.detach().to(compute).contiguous() if dlast is not None else u_c.new_zeros(b, d, n_state)
-        nthreads = _set_threads()
-        dg = d // g
-        nseg = min(dg, max(1, math.ceil(2 * nthreads / (b * g))))
-        du = torch.empty_like(u_c)
-        ddelta = torch.empty_like(u_c)
-        dz = torch.empty_like(u_c) if meta["has_z"] else u_c.new_zeros(0, 0, 0)
-        dA_p = u_c.new_empty(b, d, n_state)
-        dD_p = u_c.new_empty(b, d)
-        dbias_p = u_c.new_empty(b, d)
-        dBt_p = u_c.new_zeros(nseg, b, g, length, n_state)
-        dCt_p = u_c.new_zeros(nseg, b, g, length, n_state)
-        ec, itype, ebias, shift = _exp_consts(compute)
-        _scan_bwd_kernel(
-            _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
-            meta["softplus"], meta["has_z"], meta["chunk"], _np(ckpt), _np(dout_c), _np(dlast_c), int(nseg),
-            _np(du), _np(ddelta), _np(dA_p), _np(dBt_p), _np(dCt_p), _np(dD_p), _np(dbias_p), _np(dz),
-            _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
-        )  # fmt: skip
-        dB = dBt_p.sum(0).transpose(-1, -2)  # (b, g, N, L)
-        dC = dCt_p.sum(0).transpose(-1, -2)
-        if not meta["grouped"]:
-            dB, dC = dB.squeeze(1), dC.squeeze(1)
-        grads = [du, ddelta, dA_p.sum(0), dB, dC, dD_p.sum(0), dz if meta["has_z"] else None, dbias_p.sum(0)]
-        need = ctx.needs_input_grad
-        out = []
-        for i, (grad, dtype) in enumerate(zip(grads, meta["dtypes"])):
-            out.append(grad.to(dtype) if (need[i] and grad is not None and dtype is not None) else None)
-        return (*out, None, None, None, None)
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float64 for float64 inputs, float32 for every other floating dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias) -> tuple[torch.Tensor, ...]:
+    """
+    The kernels' operands: contiguous compute-dtype tensors, with B and C made time-major
+    (b, g, L, N) (g = 1 for ungrouped B, C), zeros for an absent D or delta_bias and an empty
+    tensor for an absent z.
+    """
+    compute = _compute_dtype(u.dtype)
+    d = u.shape[1]
+
+    def prep(x):
+        return x.detach().to(compute).contiguous()
+
+    def time_major(x):
+        x4 = x if x.dim() == 4 else x.unsqueeze(1)
+        return x4.detach().to(compute).transpose(-1, -2).contiguous()
+
+    u_c = prep(u)
+    D_c = prep(D) if D is not None else u_c.new_zeros(d)
+    bias_c = prep(delta_bias) if delta_bias is not None else u_c.new_zeros(d)
+    z_c = prep(z) if z is not None else u_c.new_zeros(0, 0, 0)
+    return u_c, prep(delta), prep(A), time_major(B), time_major(C), D_c, z_c, bias_c
+
+
+def _run_fwd(ops: tuple[torch.Tensor, ...], softplus: bool, has_z: bool, chunk: int, save_checkpoints: bool):
+    """Forward kernel on :func:`_prepare`'s operands: (y, last state, checkpoints), all in the compute dtype."""
+    u_c, delta_c, A_c, Bt, Ct, D_c, z_c, bias_c = ops
+    b, d, length = u_c.shape
+    n_state = A_c.shape[1]
+    out = u_c.new_empty(b, d, length)
+    last = u_c.new_empty(b, d, n_state)
+    ckpt = u_c.new_empty(b, d, -(-length // chunk) if save_checkpoints else 0, n_state)
+    _set_threads()
+    ec, itype, ebias, shift = _exp_consts(u_c.dtype)
+    _scan_fwd_kernel(
+        _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
+        bool(softplus), bool(has_z), int(chunk), bool(save_checkpoints),
+        _np(out), _np(last), _np(ckpt), _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
+    )  # fmt: skip
+    return out, last, ckpt
+
+
+# Custom operators (torch.library), so that torch.jit.trace records one call of a registered op,
+# which torch.jit.save can serialise and any process that imports mamba_monai can load and run.
+_SCAN_ARGS = (
+    "Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
+    "bool delta_softplus, int chunk"
+)
+
+
+@torch.library.custom_op(
+    FWD_OP_NAME,
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"({_SCAN_ARGS}, bool save_checkpoints) -> (Tensor, Tensor, Tensor)",
+)
+def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, save_checkpoints):
+    """
+    Forward of the fused CPU selective scan (operator ``mamba_monai::selective_scan_fwd``).
+
+    Inputs as in :func:`selective_scan_cpu`; ``save_checkpoints`` keeps the state entering every
+    chunk of ``chunk`` steps, for the backward.
+
+    Returns:
+        y (b, d, L) in the dtype of ``u``; the last state (b, d, n) and the checkpoints
+        (b, d, ceil(L / chunk), n), or (b, d, 0, n) without ``save_checkpoints``, in the compute dtype.
+    """
+    _require_numba()
+    _check_chunk(chunk)
+    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    out, last, ckpt = _run_fwd(ops, delta_softplus, z is not None, chunk, save_checkpoints)
+    return out.to(u.dtype), last, ckpt
+
+
+@selective_scan_fwd.register_fake
+def _selective_scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, save_checkpoints):
+    b, d, length = u.shape
+    n_state = A.shape[1]
+    compute = _compute_dtype(u.dtype)
+    nchunks = -(-length // chunk) if save_checkpoints else 0
+    return (
+        u.new_empty(b, d, length),
+        u.new_empty(b, d, n_state, dtype=compute),
+        u.new_empty(b, d, nchunks, n_state, dtype=compute),
+    )
+
+
+@torch.library.custom_op(
+    BWD_OP_NAME,
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"({_SCAN_ARGS}, Tensor checkpoints, Tensor dout, Tensor? dlast) -> "
+    "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, checkpoints, dout, dlast):
+    """
+    Backward of the fused CPU selective scan (operator ``mamba_monai::selective_scan_bwd``).
+
+    Inputs as in :func:`selective_scan_fwd`, plus ``checkpoints`` from it (an empty (b, d, 0, n)
+    tensor makes the backward recompute them), ``dout`` (b, d, L), the gradient of y, and ``dlast``
+    (b, d, n), the gradient of the last state (None: zero).
+
+    Returns:
+        du, ddelta (b, d, L); dA (d, n); dB, dC in the layout of B and C; dD, ddelta_bias (d,);
+        dz (b, d, L), or an empty (0,) tensor when ``z`` is None. All in the compute dtype (the
+        gradients of an absent D or delta_bias are those of a zero one).
+    """
+    _require_numba()
+    _check_chunk(chunk)
+    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    u_c, delta_c, A_c, Bt, Ct, D_c, z_c, bias_c = ops
+    b, d, length = u_c.shape
+    g, n_state = Bt.shape[1], Bt.shape[3]
+    compute = u_c.dtype
+    has_z = z is not None
+    nchunks = -(-length // chunk)
+    if checkpoints.shape[2] == 0 and nchunks > 0:  # the forward ran without checkpoints: recompute them
+        _, _, ckpt = _run_fwd(ops, delta_softplus, has_z, chunk, True)
+    elif tuple(checkpoints.shape) == (b, d, nchunks, n_state):
+        ckpt = checkpoints.detach().to(compute).contiguous()
+    else:
+        raise ValueError(
+            f"selective_scan_bwd: `checkpoints` must be (b, d, ceil(L / chunk), n) = {(b, d, nchunks, n_state)} "
+            f"or (b, d, 0, n), got {tuple(checkpoints.shape)}."
+        )
+    dout_c = dout.detach().to(compute).contiguous()
+    dlast_c = dlast.detach().to(compute).contiguous() if dlast is not None else u_c.new_zeros(b, d, n_state)
+    nthreads = _set_threads()
+    dg = d // g
+    nseg = min(dg, max(1, math.ceil(2 * nthreads / (b * g))))
+    du = torch.empty_like(u_c)
+    ddelta = torch.empty_like(u_c)
+    dz = torch.empty_like(u_c) if has_z else u_c.new_zeros(0, 0, 0)
+    dA_p = u_c.new_empty(b, d, n_state)
+    dD_p = u_c.new_empty(b, d)
+    dbias_p = u_c.new_empty(b, d)
+    dBt_p = u_c.new_zeros(nseg, b, g, length, n_state)
+    dCt_p = u_c.new_zeros(nseg, b, g, length, n_state)
+    ec, itype, ebias, shift = _exp_consts(compute)
+    _scan_bwd_kernel(
+        _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
+        bool(delta_softplus), has_z, int(chunk), _np(ckpt), _np(dout_c), _np(dlast_c), int(nseg),
+        _np(du), _np(ddelta), _np(dA_p), _np(dBt_p), _np(dCt_p), _np(dD_p), _np(dbias_p), _np(dz),
+        _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
+    )  # fmt: skip
+    dB = dBt_p.sum(0).transpose(-1, -2).reshape(B.shape).contiguous()  # (b, g, N, L) -> layout of B
+    dC = dCt_p.sum(0).transpose(-1, -2).reshape(C.shape).contiguous()
+    dz = dz if has_z else u_c.new_empty(0)
+    return du, ddelta, dA_p.sum(0), dB, dC, dD_p.sum(0), dz, dbias_p.sum(0)
+
+
+@selective_scan_bwd.register_fake
+def _selective_scan_bwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, checkpoints, dout, dlast):
+    compute = _compute_dtype(u.dtype)
+
+    def like(x):
+        return torch.empty(x.shape, dtype=compute, device=x.device)
+
+    d = u.shape[1]
+    dz = like(u) if z is not None else u.new_empty(0, dtype=compute)
+    return like(u), like(u), like(A), like(B), like(C), u.new_empty(d, dtype=compute), dz, u.new_empty(d, dtype=compute)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, _ = inputs
+    ctx.mark_non_differentiable(output[2])  # the checkpoints
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
+    ctx.softplus, ctx.chunk = bool(delta_softplus), int(chunk)
+
+
+def _backward(ctx, dy, dlast, _dckpt):
+    """Gradients of the fused scan, each in its input's dtype (bf16 under autocast), None for the flags."""
+    u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    if dy is None:  # only the last state is used
+        dy = torch.zeros_like(u, dtype=_compute_dtype(u.dtype))
+    grads = selective_scan_bwd(*inputs, ctx.softplus, ctx.chunk, ckpt, dy, dlast)
+    need = ctx.needs_input_grad
+    out = [g.to(x.dtype) if need[i] and x is not None else None for i, (g, x) in enumerate(zip(grads, inputs))]
+    return (*out, None, None, None)
+
+
+selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan_cpu(
@@ -358,7 +491,10 @@ def selective_scan_cpu(
     chunk: int = CHUNK_SIZE,
 ):
     """
-    Selective scan of CPU tensors with the fused numba kernels (see the module docstring).
+    Selective scan of CPU tensors with the fused numba kernels (see the module docstring), through
+    the custom operator ``mamba_monai::selective_scan_fwd`` (one autograd node, whatever L is; its
+    backward is ``mamba_monai::selective_scan_bwd``). ``torch.jit.trace`` records the operator, so a
+    traced network saves with ``torch.jit.save`` and loads in any process that imports ``mamba_monai``.
 
     Arguments and shapes as in :func:`mamba_monai.ops.selective_scan`; ``chunk`` is the number of
     steps between forward checkpoints. Unlike mamba_ssm's kernel, a gradient flowing into the
@@ -368,12 +504,16 @@ def selective_scan_cpu(
         y (b, d, L) in the dtype of ``u``; and the last state (b, d, n) in the compute dtype
         (float32, or float64 for float64 ``u``) when ``return_last_state``.
     """
-    if not has_numba:
-        raise RuntimeError("selective_scan_cpu needs numba (`pip install numba`), which failed to import.")
-    if int(chunk) < 1:
-        raise ValueError(f"selective_scan_cpu: `chunk` must be >= 1, got {chunk}.")
+    _require_numba()
+    _check_chunk(chunk)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    return SelectiveScanCPUFunction.apply(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, int(chunk), need_grad
+    # a traced graph keeps the checkpoints whatever the grad mode while tracing (torch.jit.trace
+    # checks its graph under no_grad, and a loaded trace may be trained); they are 1/chunk of the states
+    need_grad = need_grad or torch.jit.is_tracing()
+    y, last, _ = selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk), bool(need_grad)
     )
+    if return_last_state:
+        return y, last
+    return y

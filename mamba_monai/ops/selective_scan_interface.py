@@ -6,7 +6,10 @@ Backends:
 - ``"cuda"``: mamba_ssm's fused CUDA kernel (``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``),
   used when mamba_ssm imports and the tensors are on a CUDA device.
 - ``"cpu"``: our fused numba kernel with a hand-written reverse-scan backward
-  (:mod:`mamba_monai.ops.selective_scan_cpu`), for CPU tensors.
+  (:mod:`mamba_monai.ops.selective_scan_cpu`), for CPU tensors. It runs as the registered custom
+  operator ``mamba_monai::selective_scan_fwd`` (backward: ``mamba_monai::selective_scan_bwd``), so a
+  network traced with ``torch.jit.trace`` (e.g. ``monai.bundle.ckpt_export(..., use_trace=True)``)
+  saves, and loads in any process that has imported ``mamba_monai``.
 - ``"ref"``: the plain PyTorch reference (:func:`mamba_monai.ops.selective_scan_ref`), any device.
 
 ``backend=None`` reads the environment variable ``MAMBA_MONAI_SCAN_BACKEND`` (``auto``, ``cuda``,

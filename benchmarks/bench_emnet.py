@@ -1,0 +1,476 @@
+"""EMNet beside MONAI's SegResNet and SwinUNETR on the emnet_seg3d bundle's demo CT data, in one run.
+
+Two measurements, side by side in one process (machines here are shared and noisy: only ratios taken within one
+run mean anything):
+
+1. **Equal wall-clock training budget.** EMNet (the bundle's own ``network_def``) and MONAI's ``SegResNet``
+   (``spatial_dims=3, in_channels=1, out_channels=6, init_filters=16``: the 4.7M-parameter configuration of
+   MONAI's BraTS tutorial and model zoo; MONAI's default is 8) are trained through the SAME bundle pipeline
+   (``bundles/emnet_seg3d/configs/train.json``: same data, transforms, DiceCE loss, AdamW, warm-up + cosine
+   schedule, handlers); only ``network_def`` is replaced. Each net gets ``--budget-min`` minutes of wall clock,
+   counted from the trainer's start (data caching, which happens before, is not counted) and including the
+   periodic validations. How the schedule is fitted to the budget:
+
+   - before the clock starts, one forward + backward on a zero batch (eval mode, gradients dropped, weights
+     untouched) compiles the lazily-built kernels (numba scans) so their one-off cost does not eat the budget;
+   - the bundle is parsed with a placeholder ``epochs`` (the cosine schedule's ``t_total``); after epoch 1 a
+     validation runs (the bundle's evaluator, whatever ``--val-interval`` is) and the cost of one epoch ``c`` =
+     epoch time + validation time / val_interval is measured; the schedule is then set to
+     ``epochs = 1 + floor((budget - elapsed) / c)`` (``t_total`` and the trainer's ``max_epochs``; the warm-up is
+     the bundle's ``warmup_epochs``, capped at that count). Each net thus gets a full warm-up + cosine schedule
+     that fits its own speed;
+   - a wall-clock guard checked after every iteration (``ignite.handlers.TimeLimit``'s check, but stopping once
+     the next iteration would end more than half an iteration past the budget) stops training when the budget is
+     spent even if the estimate was optimistic;
+   - after the trainer stops, the evaluator runs once more unless the last iteration was just validated, so the
+     FINAL Dice is that of the final weights. The best Dice is the evaluator's ``best_metric`` over all
+     validations. Dice = ``val_mean_dice`` of the bundle: mean over the 5 foreground classes, sliding window
+     over the whole validation volumes (2 demo cases).
+
+   Checkpoints, TensorBoard files and the best ``model.pt`` go to a temporary folder, never to the bundle.
+   SwinUNETR is not trained (too slow on a CPU to mean anything in minutes) unless ``--train-swinunetr``.
+
+2. **Whole-volume sliding-window inference time** on the same demo validation volume after the bundle's
+   validation preprocessing (resampled to 1.5x1.5x2.0 mm, HU window), roi = the bundle's ``roi_size``,
+   overlap 0.5, ``sw_batch_size`` 4, the bundle's blending mode, ``torch.no_grad()``, eval mode, freshly
+   initialised weights (time does not depend on them): EMNet (bundle config), SegResNet (as above), SwinUNETR
+   (``feature_size=48``, the standard BTCV configuration, 62M parameters). One warm-up pass, then the median of
+   ``--repeats``.
+
+The final table lists params, Dice final/best, epochs done in the budget, inference s/volume and the ratio to
+EMNet, then the targets: EMNet Dice >= 0.85, EMNet Dice >= SegResNet Dice at equal budget (final Dice),
+SwinUNETR/EMNet inference time >= 5.
+
+Run (the real benchmark takes about 2 x budget + a few minutes)::
+
+    python benchmarks/bench_emnet.py --budget-min 10 --repeats 3 --json bench_emnet.json
+
+Tiny smoke run::
+
+    python benchmarks/bench_emnet.py --budget-min 0.3 --repeats 1 --nets emnet,segresnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+try:
+    import mamba_monai  # noqa: F401
+except ImportError:  # run from a checkout without installing: the repository root is this file's parent's parent
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BUNDLE = "emnet_seg3d"
+NETS = ("emnet", "segresnet", "swinunetr")
+PLACEHOLDER_EPOCHS = 100000  # cosine t_total until the first epoch has been timed
+
+TARGET_EMNET_DICE = 0.85
+TARGET_SWIN_RATIO = 5.0
+
+
+def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
+    """Config (``_target_`` dict) of a baseline for the bundle's ``network_def``; None keeps the bundle's EMNet."""
+    if name == "emnet":
+        return None
+    if name == "segresnet":
+        return {
+            "_target_": "SegResNet",
+            "spatial_dims": 3,
+            "in_channels": "@in_channels",
+            "out_channels": "@num_classes",
+            "init_filters": segresnet_filters,
+        }
+    if name == "swinunetr":
+        return {
+            "_target_": "SwinUNETR",
+            "spatial_dims": 3,
+            "in_channels": "@in_channels",
+            "out_channels": "@num_classes",
+            "feature_size": 48,
+        }
+    raise ValueError(f"unknown network '{name}', expected one of {NETS}.")
+
+
+def _workflow(data_dir: str, work_dir: str, name: str, segresnet_filters: int, **override: Any):
+    """The bundle's train workflow with ``name``'s network and every output under ``work_dir/name``."""
+    from mamba_monai.bundle import bundle_workflow
+
+    common = {
+        "dataset_dir": data_dir,
+        "demo_data_dir": data_dir,  # the bundle's initialize then writes/checks the demo set here, not in the bundle
+        "ckpt_dir": os.path.join(work_dir, name, "models"),
+        "output_dir": os.path.join(work_dir, name, "eval"),
+    }
+    net = network_def(name, segresnet_filters)
+    if net is not None:
+        common["network_def"] = net
+    common.update(override)
+    return bundle_workflow(BUNDLE, "train", workflow_type="train", **common)
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _warm_up(net: torch.nn.Module, roi: list[int], device: torch.device) -> float:
+    """One forward + backward on zeros in eval mode (no running statistics move), gradients dropped."""
+    t0 = time.perf_counter()
+    was_training = net.training
+    net.eval()
+    x = torch.zeros(1, 1, *roi, device=device)
+    net(x).float().mean().backward()
+    net.zero_grad(set_to_none=True)
+    net.train(was_training)
+    return time.perf_counter() - t0
+
+
+class BudgetPlanner:
+    """
+    Fits the bundle's warm-up + cosine schedule to a wall-clock budget and stops the trainer when it is spent.
+
+    Attached to a MONAI ``SupervisedTrainer`` whose scheduler is ``monai.optimizers.WarmupCosineSchedule``
+    built with a placeholder ``t_total``. At ``STARTED`` the clock starts; after epoch 1 the evaluator runs
+    (unless the bundle's ValidationHandler just did), the per-epoch cost is measured and ``t_total`` /
+    ``max_epochs`` are set; after every iteration the time limit is checked (``ignite.handlers.TimeLimit``'s
+    check, except that training stops once the next iteration would end more than half an iteration past the
+    budget, so the time used is the budget give or take half an iteration rather than up to one iteration over).
+
+    Args:
+        evaluator: the bundle's ``validate#evaluator``.
+        scheduler: the bundle's ``lr_scheduler``.
+        budget_s: wall-clock budget in seconds.
+        val_interval: epochs between the bundle's validations.
+        warmup_epochs: the bundle's ``warmup_epochs``.
+    """
+
+    def __init__(self, evaluator, scheduler, budget_s: float, val_interval: int, warmup_epochs: int) -> None:
+        self.evaluator = evaluator
+        self.scheduler = scheduler
+        self.budget_s = float(budget_s)
+        self.val_interval = int(val_interval)
+        self.warmup_epochs = int(warmup_epochs)
+        self.t0 = 0.0
+        self.trainer = None
+        self.planned_epochs: int | None = None
+        self.epoch_s: float | None = None
+        self.val_s: float | None = None
+        self.epochs_completed = 0
+        self.stopped_by_time = False
+        self.train_s = 0.0
+        self.history: list[dict[str, float]] = []  # one row per validation
+        self._val_start = 0.0
+        self._iter_start = 0.0
+        self._last_val_iteration = -1
+
+    def attach(self, trainer) -> None:
+        from ignite.engine import Events
+
+        self.trainer = trainer
+        trainer.add_event_handler(Events.STARTED, self._started)
+        trainer.add_event_handler(Events.ITERATION_STARTED, self._iteration_started)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._check_time)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        trainer.add_event_handler(Events.COMPLETED, self._completed)
+        self.evaluator.add_event_handler(Events.STARTED, self._val_started)
+        self.evaluator.add_event_handler(Events.COMPLETED, self._val_completed)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def _started(self, engine) -> None:
+        self.t0 = time.perf_counter()
+
+    def _iteration_started(self, engine) -> None:
+        self._iter_start = time.perf_counter()
+
+    def _check_time(self, engine) -> None:
+        # stop when the next iteration would end more than half an iteration past the budget: the time used is then
+        # the budget give or take half an iteration, instead of up to a whole iteration over it (TimeLimit's rule)
+        last = time.perf_counter() - self._iter_start
+        if self.elapsed() + 0.5 * last > self.budget_s:
+            self.stopped_by_time = True
+            engine.terminate()
+
+    def _val_started(self, engine) -> None:
+        self._val_start = time.perf_counter()
+
+    def _val_completed(self, engine) -> None:
+        it = self.trainer.state.iteration if self.trainer is not None else 0
+        self._last_val_iteration = it
+        self.history.append(
+            {
+                "epoch": self.trainer.state.epoch if self.trainer is not None else 0,
+                "iteration": it,
+                "elapsed_s": round(self.elapsed(), 2),
+                "val_seconds": round(time.perf_counter() - self._val_start, 2),
+                "val_mean_dice": float(engine.state.metrics.get("val_mean_dice", float("nan"))),
+            }
+        )
+
+    def _epoch_completed(self, engine) -> None:
+        self.epochs_completed = engine.state.epoch
+        if self.planned_epochs is not None:
+            return
+        epoch_s = self.elapsed()
+        if self._last_val_iteration != engine.state.iteration:  # the bundle's ValidationHandler did not run
+            self.evaluator.run(engine.state.epoch)
+        self.val_s = self.history[-1]["val_seconds"]
+        self.epoch_s = epoch_s - (self.val_s if self.val_interval == 1 else 0.0)
+        cost = self.epoch_s + self.val_s / self.val_interval
+        planned = 1 + max(0, math.floor((self.budget_s - self.elapsed()) / cost))
+        self.planned_epochs = planned
+        self.scheduler.t_total = planned
+        self.scheduler.warmup_steps = min(self.warmup_epochs, planned)
+        engine.state.max_epochs = planned
+
+    def _completed(self, engine) -> None:
+        self.train_s = self.elapsed()
+
+    def final_validation(self) -> None:
+        """Validate the final weights unless the trainer's last iteration was just validated."""
+        if self._last_val_iteration != self.trainer.state.iteration:
+            self.evaluator.run(self.trainer.state.epoch)
+
+
+def train_with_budget(
+    name: str, data_dir: str, work_dir: str, budget_s: float, val_interval: int, segresnet_filters: int
+) -> dict[str, Any]:
+    """Train one network through the bundle for ``budget_s`` seconds of wall clock; returns its figures."""
+    wf = _workflow(
+        data_dir, work_dir, name, segresnet_filters, epochs=PLACEHOLDER_EPOCHS, val_interval=val_interval
+    )
+    t0 = time.perf_counter()
+    wf.initialize()
+    missing = wf.check_properties()
+    if missing:
+        raise ValueError(f"bundle config misses required properties: {missing}")
+    parser = wf.parser
+    trainer = parser.get_parsed_content("train#trainer")  # builds data sets (caching), network, optimizer, ...
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    network = parser.get_parsed_content("network")
+    setup_s = time.perf_counter() - t0
+    warm_s = _warm_up(network, list(parser.get_parsed_content("roi_size")), parser.get_parsed_content("device"))
+
+    planner = BudgetPlanner(
+        evaluator, scheduler, budget_s, val_interval, int(parser.get_parsed_content("warmup_epochs"))
+    )
+    planner.attach(trainer)
+    print(f"\n[{name}] training for {budget_s:.0f} s of wall clock (setup {setup_s:.1f} s, kernel warm-up {warm_s:.1f} s)")
+    try:
+        wf.run()
+        planner.final_validation()
+    finally:
+        wf.finalize()
+    figures = {
+        "params": _params(network),
+        "dice_final": planner.history[-1]["val_mean_dice"] if planner.history else float("nan"),
+        "dice_best": float(evaluator.state.best_metric),
+        "best_epoch": int(evaluator.state.best_metric_epoch),
+        "epochs_planned": planner.planned_epochs,
+        "epochs_completed": planner.epochs_completed,
+        "iterations": trainer.state.iteration,
+        "iterations_per_epoch": trainer.state.epoch_length,
+        "stopped_by_time": planner.stopped_by_time,
+        "train_seconds": round(planner.train_s, 2),
+        "first_epoch_seconds": None if planner.epoch_s is None else round(planner.epoch_s, 2),
+        "validation_seconds": planner.val_s,
+        "setup_seconds": round(setup_s, 2),
+        "warmup_seconds": round(warm_s, 2),
+        "history": planner.history,
+    }
+    print(
+        f"[{name}] done: epochs {figures['epochs_completed']}/{figures['epochs_planned']} "
+        f"({figures['iterations']} iterations, {figures['train_seconds']:.0f} s), "
+        f"Dice final {figures['dice_final']:.4f}, best {figures['dice_best']:.4f} (epoch {figures['best_epoch']})"
+    )
+    del wf, parser, trainer, evaluator, scheduler, network
+    gc.collect()
+    return figures
+
+
+def inference_times(
+    nets: list[str], data_dir: str, work_dir: str, repeats: int, segresnet_filters: int, case: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Sliding-window inference time of each net on one preprocessed demo validation volume."""
+    from monai.inferers import SlidingWindowInferer
+
+    wf = _workflow(data_dir, os.path.join(work_dir, "infer"), "emnet", segresnet_filters)
+    parser = wf.parser
+    roi = list(parser.get_parsed_content("roi_size"))
+    mode = parser.get_parsed_content("validate#inferer").mode
+    datalist = parser.get_parsed_content("validate#dataset#data")
+    item = parser.get_parsed_content("validate#preprocessing")(datalist[case])
+    image = item["image"]
+    image = (image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)).float()[None]  # (1, 1, H, W, D)
+    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=4, overlap=0.5, mode=mode)
+    print(
+        f"\ninference volume: {os.path.basename(datalist[case]['image'])} preprocessed to {tuple(image.shape[2:])}, "
+        f"roi {roi}, overlap 0.5, sw_batch_size 4, mode {mode}, repeats {repeats} (+1 warm-up)"
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for name in nets:
+        net_wf = _workflow(data_dir, os.path.join(work_dir, "infer"), name, segresnet_filters)
+        torch.manual_seed(0)
+        net = net_wf.parser.get_parsed_content("network_def").eval()
+        times = []
+        with torch.no_grad():
+            for i in range(repeats + 1):
+                t0 = time.perf_counter()
+                out = inferer(image, net)
+                dt = time.perf_counter() - t0
+                if i > 0:
+                    times.append(dt)
+        if tuple(out.shape) != (1, 6, *image.shape[2:]):
+            raise RuntimeError(f"{name}: output shape {tuple(out.shape)}, expected {(1, 6, *image.shape[2:])}")
+        results[name] = {
+            "params": _params(net),
+            "infer_seconds": statistics.median(times),
+            "infer_all_seconds": [round(t, 3) for t in times],
+        }
+        print(f"  {name:<10} {_params(net) / 1e6:7.2f}M params  {statistics.median(times):8.2f} s/volume  {results[name]['infer_all_seconds']}")
+        del net, net_wf
+        gc.collect()
+    if "emnet" in results:
+        for name in results:
+            results[name]["infer_ratio_vs_emnet"] = results[name]["infer_seconds"] / results["emnet"]["infer_seconds"]
+        for name in ("swinunetr", "segresnet"):
+            if name in results:
+                print(f"  {name} / emnet inference time: {results[name]['infer_ratio_vs_emnet']:.2f}")
+    return results
+
+
+def machine_info() -> dict[str, Any]:
+    import monai
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def targets(nets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    emnet = nets.get("emnet", {})
+    seg = nets.get("segresnet", {})
+    swin = nets.get("swinunetr", {})
+    rows = []
+    d = emnet.get("dice_final")
+    rows.append({"target": f"EMNet Dice (final) >= {TARGET_EMNET_DICE}", "value": d,
+                 "ok": None if d is None else d >= TARGET_EMNET_DICE})
+    s = seg.get("dice_final")
+    rows.append({"target": "EMNet Dice >= SegResNet Dice (final, equal budget)",
+                 "value": None if d is None or s is None else d - s,
+                 "ok": None if d is None or s is None else d >= s})
+    r = swin.get("infer_ratio_vs_emnet")
+    rows.append({"target": f"SwinUNETR / EMNet inference time >= {TARGET_SWIN_RATIO:g}", "value": r,
+                 "ok": None if r is None else r >= TARGET_SWIN_RATIO})
+    return rows
+
+
+def print_table(report: dict[str, Any]) -> None:
+    nets = report["nets"]
+    head = f"{'network':<10} | {'params':>8} | {'Dice final':>10} | {'Dice best':>9} | {'epochs':>7} | {'train s':>7} | {'infer s/vol':>11} | {'vs EMNet':>8}"
+    print("\n" + "=" * len(head))
+    print(head)
+    print("-" * len(head))
+    for name, f in nets.items():
+        epochs = "-" if f.get("epochs_completed") is None else f"{f['epochs_completed']}/{f['epochs_planned'] or '-'}"
+        print(
+            f"{name:<10} | {_fmt(f.get('params', 0) / 1e6, '7.2f')}M | {_fmt(f.get('dice_final'), '10.4f')} | "
+            f"{_fmt(f.get('dice_best'), '9.4f')} | {epochs:>7} | {_fmt(f.get('train_seconds'), '7.0f')} | "
+            f"{_fmt(f.get('infer_seconds'), '11.2f')} | {_fmt(f.get('infer_ratio_vs_emnet'), '8.2f')}"
+        )
+    print("-" * len(head))
+    print("epochs = completed / planned to fit the budget; vs EMNet = inference time / EMNet's")
+    for t in report["targets"]:
+        status = "n/a" if t["ok"] is None else ("PASS" if t["ok"] else "FAIL")
+        print(f"target: {t['target']:<52} {_fmt(t['value'], '.4f'):>8}  {status}")
+    m = report["machine"]
+    print(f"machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, "
+          f"torch {m['torch']}, monai {m['monai']}, cuda {m['cuda']}")
+    print(f"budget: {report['args']['budget_min']} min per net, val every {report['args']['val_interval']} epochs "
+          f"(+ after epoch 1 and at the end)")
+    print("=" * len(head))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget-min", type=float, default=10.0, help="training wall clock per network, minutes (default 10)")
+    p.add_argument("--repeats", type=int, default=3, help="timed inference passes after one warm-up (median; default 3)")
+    p.add_argument("--data-dir", default=None,
+                   help="demo CT data set folder (written if absent); default: a temporary folder removed at the end")
+    p.add_argument("--nets", default=",".join(NETS), help=f"comma-separated subset of {','.join(NETS)} (default all)")
+    p.add_argument("--skip-train", action="store_true", help="inference timing only")
+    p.add_argument("--skip-infer", action="store_true", help="training only")
+    p.add_argument("--train-swinunetr", action="store_true", help="also train SwinUNETR when it is in --nets")
+    p.add_argument("--val-interval", type=int, default=2, help="epochs between validations (default 2)")
+    p.add_argument("--segresnet-filters", type=int, default=16, help="SegResNet init_filters (default 16; MONAI's default is 8)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    p.add_argument("--json", default=None, help="write all figures to this JSON file")
+    args = p.parse_args(argv)
+
+    nets = [n.strip().lower() for n in args.nets.split(",") if n.strip()]
+    bad = [n for n in nets if n not in NETS]
+    if bad or not nets:
+        p.error(f"--nets got {args.nets!r}; allowed names: {', '.join(NETS)}")
+    if args.budget_min <= 0 or args.repeats < 1 or args.val_interval < 1:
+        p.error("--budget-min must be > 0, --repeats and --val-interval >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from mamba_monai.data import ensure_demo_ct_dataset
+
+    work_dir = tempfile.mkdtemp(prefix="bench_emnet_")
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.path.join(work_dir, "demo_ct")
+    report: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "nets": {n: {} for n in nets}}
+    print(f"machine: {report['machine']}")
+    try:
+        t0 = time.perf_counter()
+        ensure_demo_ct_dataset(data_dir)
+        print(f"demo data: {data_dir} ({time.perf_counter() - t0:.1f} s)")
+        if not args.skip_infer:
+            for name, f in inference_times(nets, data_dir, work_dir, args.repeats, args.segresnet_filters).items():
+                report["nets"][name].update(f)
+        if not args.skip_train:
+            for name in nets:
+                if name == "swinunetr" and not args.train_swinunetr:
+                    continue
+                f = train_with_budget(name, data_dir, work_dir, args.budget_min * 60.0, args.val_interval, args.segresnet_filters)
+                report["nets"][name].update(f)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    report["targets"] = targets(report["nets"])
+    print_table(report)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+        print(f"figures written to {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
