@@ -10,7 +10,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
-from mamba_monai.losses.frequency import (
+from mamba_monai.losses.utils import (
     _activate,
     _check_activation,
     _check_input_rank,

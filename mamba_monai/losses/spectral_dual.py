@@ -10,7 +10,8 @@ from torch.nn.modules.loss import _Loss
 from monai.losses import DiceLoss, FocalLoss
 
 from mamba_monai.losses.boundary import BoundaryAwareLoss
-from mamba_monai.losses.frequency import FrequencyLoss, _check_input_rank, _check_spatial_dims, _onehot_target
+from mamba_monai.losses.frequency import FrequencyLoss
+from mamba_monai.losses.utils import _check_input_rank, _check_spatial_dims, _onehot_target
 
 __all__ = ["SpectralDualLoss"]
 
