@@ -40,6 +40,7 @@ def run_demo(bundle: str = "emnet_seg3d", epochs: int = 2, output_dir: str | Non
         epochs=epochs,
         val_interval=1,
         warmup_epochs=0,
+        learning_rate=2e-4 if os.path.isfile(shipped) else 2e-3,  # fine-tuning: a small step
         pretrained=shipped if os.path.isfile(shipped) else "",
         **common,
     )
