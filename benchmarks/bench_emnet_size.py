@@ -60,7 +60,7 @@ def count(roi: int, spatial_dims: int) -> dict[str, float]:
         return torch.empty_like(u)
 
     def fft_stub(x):
-        # SpectralGating's own forward enters torch.autocast, which the meta device does not support: count here
+        # the flop counter does not count FFTs: count them analytically here
         n = math.prod(x.shape[2:])
         bc = x.shape[0] * x.shape[1]
         n_freq = math.prod(x.shape[2:-1]) * (x.shape[-1] // 2 + 1)

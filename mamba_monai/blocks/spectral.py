@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mamba_monai.ops.utils import autocast_disabled
 from mamba_monai.blocks.vss import VSSBlock
 
 __all__ = ["SpectralGating", "SpectralVSSBlock", "resize_complex_filter", "rfft_grid_shape"]
@@ -120,7 +121,7 @@ class SpectralGating(nn.Module):
             )
         spatial = tuple(x.shape[2:])
         axes = tuple(range(2, x.dim()))
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_disabled(x.device):
             freq = torch.fft.rfftn(x.float(), dim=axes, norm="ortho")
             freq = freq * self.complex_weight(spatial)
             y = torch.fft.irfftn(freq, s=spatial, dim=axes, norm="ortho")

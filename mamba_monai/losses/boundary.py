@@ -10,6 +10,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
+from mamba_monai.ops.utils import autocast_disabled
 from mamba_monai.losses.utils import (
     _activate,
     _check_activation,
@@ -160,7 +161,7 @@ class BoundaryAwareLoss(_Loss):
         input = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
         dtype = input.dtype if torch.is_floating_point(input) else torch.float32
         target = target.to(dtype)
-        with torch.autocast(device_type=input.device.type, enabled=False):
+        with autocast_disabled(input.device):
             weight = self.voxel_weight(target)
             if self.mode == "ce":
                 f = self._weighted_ce(input, target, weight)

@@ -9,6 +9,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
+from mamba_monai.ops.utils import autocast_disabled
 from mamba_monai.losses.utils import (
     _activate,
     _check_activation,
@@ -132,7 +133,7 @@ class FrequencyLoss(_Loss):
         target = _onehot_target(input, target, self.to_onehot_y)
         if target.shape != input.shape:
             raise ValueError(f"ground truth has different shape ({target.shape}) from input ({input.shape})")
-        with torch.autocast(device_type=input.device.type, enabled=False):
+        with autocast_disabled(input.device):
             input = _float32_at_least(input)
             input = _activate(input, self.sigmoid, self.softmax, self.other_act)
             input, target = _drop_background(input, target.to(input.dtype), self.include_background)
