@@ -120,6 +120,37 @@ def test_inference_goes_through_hospital_like_inputs_and_skips_corrupt(run_dir, 
     assert not glob.glob(os.path.join(out_dir, "corrupt*"))
 
 
+def _largest_component_transform(config: str, key: str):
+    from monai.transforms import KeepLargestConnectedComponentd
+
+    wf = bundle_workflow(BUNDLE, config, workflow_type="infer" if config == "inference" else "train")
+    post = wf.parser.get_parsed_content(key)
+    found = [t for t in post.transforms if isinstance(t, KeepLargestConnectedComponentd)]
+    assert len(found) == 1, f"{config}: expected one KeepLargestConnectedComponentd in {key}"
+    return found[0]
+
+
+@pytest.mark.parametrize("config,key,onehot", [
+    ("inference", "postprocessing", False),
+    (["train", "evaluate"], "validate#postprocessing", True),
+])
+def test_postprocessing_drops_stray_islands_but_keeps_both_kidneys(config, key, onehot):
+    klcc = _largest_component_transform(config, key)
+    labels = torch.zeros(1, 24, 24, 24, dtype=torch.long)
+    labels[0, 2:10, 2:10, 2:10] = 1  # liver
+    labels[0, 20:22, 20:22, 20:22] = 1  # a stray liver island
+    labels[0, 12:15, 2:5, 2:5] = 3  # left kidney
+    labels[0, 12:15, 18:21, 2:5] = 3  # right kidney
+    labels[0, 2:4, 20:22, 12:14] = 5  # gland
+    labels[0, 20:21, 2:3, 20:21] = 5  # a stray gland voxel
+    pred = torch.nn.functional.one_hot(labels[0], len(DEMO_CT_LABELS)).permute(3, 0, 1, 2) if onehot else labels
+    out = klcc({"pred": pred.clone()})["pred"]
+    out = torch.as_tensor(out).argmax(0) if onehot else torch.as_tensor(out)[0]
+    assert (out == 1).sum() == 8**3, "the liver island was not dropped"
+    assert (out == 3).sum() == 2 * 27, "a kidney was dropped: the demo label covers both kidneys"
+    assert (out == 5).sum() == 8, "the stray gland voxel was not dropped"
+
+
 def test_verify_net_in_out():
     verify_net_in_out(
         net_id="network_def",
