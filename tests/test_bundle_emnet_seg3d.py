@@ -12,7 +12,13 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 
 from mamba_monai.bundle import bundle_dir, bundle_workflow, run_workflow, verify_bundle_metadata
-from mamba_monai.bundle.testing import assert_outputs_match_inputs, export_and_compare, write_hospital_like_inputs
+from mamba_monai.bundle.testing import (
+    assert_outputs_match_inputs,
+    export_and_compare,
+    run_bundle_with_torchrun,
+    tensorboard_writer_pids,
+    write_hospital_like_inputs,
+)
 from mamba_monai.data import DEMO_CT_LABELS, ensure_demo_ct_dataset, load_datalist
 
 BUNDLE = "emnet_seg3d"
@@ -118,6 +124,19 @@ def test_inference_goes_through_hospital_like_inputs_and_skips_corrupt(run_dir, 
     good = [p for kind, p in cases.items() if kind != "corrupt"]
     assert_outputs_match_inputs(good, out_dir)
     assert not glob.glob(os.path.join(out_dir, "corrupt*"))
+
+
+def test_torchrun_two_processes_train_with_one_writer(tmp_path):
+    data_dir = str(tmp_path / "data")
+    ensure_demo_ct_dataset(data_dir, num_train=2, num_val=2, num_test=0, size_scale=0.8)
+    ckpt_dir, log_dir = tmp_path / "models", tmp_path / "eval"
+    run_bundle_with_torchrun(
+        BUNDLE, ["train.json", "multi_gpu_train.json"], nproc=2, dataset_dir=data_dir, ckpt_dir=ckpt_dir,
+        output_dir=log_dir, epochs=1, val_interval=1,
+    )
+    assert (ckpt_dir / "model.pt").is_file() and (ckpt_dir / "checkpoint_latest.pt").is_file()
+    # rank 0 alone writes TensorBoard files; other ranks must not leave (empty) event files beside them
+    assert len(tensorboard_writer_pids(str(log_dir))) == 1
 
 
 def _largest_component_transform(config: str, key: str):

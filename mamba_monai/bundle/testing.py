@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +14,13 @@ import torch
 
 from mamba_monai.data import make_affine, write_nifti
 
-__all__ = ["assert_outputs_match_inputs", "write_hospital_like_inputs", "export_and_compare"]
+__all__ = [
+    "assert_outputs_match_inputs",
+    "write_hospital_like_inputs",
+    "export_and_compare",
+    "run_bundle_with_torchrun",
+    "tensorboard_writer_pids",
+]
 
 
 def _stem(path: str) -> str:
@@ -83,3 +91,31 @@ def export_and_compare(
     if diff > atol:
         raise AssertionError(f"{exported_path} differs from the eager network by {diff} (> {atol})")
     return diff
+
+
+def run_bundle_with_torchrun(
+    bundle: str, config_files: list[str], nproc: int = 2, timeout: float = 600, **override
+) -> subprocess.CompletedProcess:
+    """
+    ``torchrun --standalone --nproc_per_node=nproc -m monai.bundle run`` in the bundle's folder, as its docs tell a
+    user to run it (CPU processes use gloo). ``config_files`` are names under ``configs/`` (``"train.json"``);
+    ``override`` become ``--key value`` arguments. Raises ``AssertionError`` with the output when it fails.
+    """
+    from mamba_monai.bundle import bundle_dir
+
+    root = bundle_dir(bundle)
+    files = "[" + ",".join(f"'configs/{name}'" for name in config_files) + "]"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
+           "-m", "monai.bundle", "run", "--config_file", files]
+    for key, value in override.items():
+        cmd += [f"--{key}", str(value)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def tensorboard_writer_pids(log_dir: str) -> set[str]:
+    """Process ids that wrote TensorBoard event files under ``log_dir`` (``events.out.tfevents.<t>.<host>.<pid>.<n>``)."""
+    files = glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True)
+    return {os.path.basename(f).split(".")[-2] for f in files}
