@@ -139,7 +139,7 @@ def test_torchrun_two_processes_train_with_one_writer(tmp_path):
     assert len(tensorboard_writer_pids(str(log_dir))) == 1
 
 
-def _largest_component_transform(config: str, key: str):
+def _largest_component_transform(config: str | list[str], key: str):
     from monai.transforms import KeepLargestConnectedComponentd
 
     wf = bundle_workflow(BUNDLE, config, workflow_type="infer" if config == "inference" else "train")

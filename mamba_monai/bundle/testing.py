@@ -94,7 +94,7 @@ def export_and_compare(
 
 
 def run_bundle_with_torchrun(
-    bundle: str, config_files: list[str], nproc: int = 2, timeout: float = 600, **override
+    bundle: str, config_files: list[str], nproc: int = 2, timeout: float = 300, **override
 ) -> subprocess.CompletedProcess:
     """
     ``torchrun --standalone --nproc_per_node=nproc -m monai.bundle run`` in the bundle's folder, as its docs tell a
