@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from mamba_monai.bundle.utils import bundle_dir
 from mamba_monai.data import make_affine, write_nifti
 
 __all__ = [
@@ -101,8 +102,6 @@ def run_bundle_with_torchrun(
     user to run it (CPU processes use gloo). ``config_files`` are names under ``configs/`` (``"train.json"``);
     ``override`` become ``--key value`` arguments. Raises ``AssertionError`` with the output when it fails.
     """
-    from mamba_monai.bundle import bundle_dir
-
     root = bundle_dir(bundle)
     files = "[" + ",".join(f"'configs/{name}'" for name in config_files) + "]"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}",
