@@ -8,6 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import blocks, bundle, data, losses, metrics, networks, ops  # noqa: E402
+from . import blocks, bundle, data, engines, losses, metrics, networks, ops  # noqa: E402
 
-__all__ = ["blocks", "bundle", "data", "losses", "metrics", "networks", "ops", "__version__"]
+__all__ = ["blocks", "bundle", "data", "engines", "losses", "metrics", "networks", "ops", "__version__"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import fire
@@ -49,10 +48,10 @@ class Commands:
         return "\n".join(lines)
 
     def demo_data(self, task: str = "ct", root_dir: str = "./demo_data", **kwargs: Any) -> str:
-        """Write a deterministic demo data set (task: ct) and return the path of its datalist JSON."""
+        """Write a deterministic demo data set (task: ct, 2d or mri) and return the path of its datalist JSON."""
         from mamba_monai import data
 
-        writers = {"ct": data.ensure_demo_ct_dataset}
+        writers = {"ct": data.ensure_demo_ct_dataset, "2d": data.ensure_demo_2d_dataset, "mri": data.ensure_demo_mri_dataset}
         if task not in writers:
             raise ValueError(f"Unknown demo task '{task}', choose one of {sorted(writers)}.")
         return writers[task](root_dir, **kwargs)

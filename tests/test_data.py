@@ -179,7 +179,7 @@ def _worker(root, queue, writes):
     def counted(*args):
         with writes.get_lock():
             writes.value += 1
-        write(*args)
+        return write(*args)
 
     demo_ct._write_dataset = counted
     queue.put(ensure_demo_ct_dataset(root, num_train=1, num_val=1, num_test=0, size_scale=0.3))

@@ -2,12 +2,25 @@ from __future__ import annotations
 
 from .emnet import ChannelMLP, CSRMambaLayer, CSRMBlock, EFLLayer, EMNetUpBlock, LayerNormNd
 from .mamba import MambaMixer
+from .patch import PatchExpanding, ScriptablePatchEmbed, ScriptablePatchMerging
+from .medgan import (
+    DynamicGate,
+    MedGANSSMBlock,
+    MedGANSSMStage,
+    MultiScaleS6,
+    NonLocalAttention,
+    infer_modality_mask,
+    random_modality_dropout,
+)
 from .spectral import SpectralGating, SpectralVSSBlock, resize_complex_filter, rfft_grid_shape
 from .ssnd import SSND
 from .vss import VSSBlock
 
 __all__ = [
     "MambaMixer",
+    "PatchExpanding",
+    "ScriptablePatchEmbed",
+    "ScriptablePatchMerging",
     "SSND",
     "VSSBlock",
     "SpectralGating",
@@ -20,4 +33,11 @@ __all__ = [
     "EFLLayer",
     "CSRMBlock",
     "EMNetUpBlock",
+    "infer_modality_mask",
+    "random_modality_dropout",
+    "MultiScaleS6",
+    "DynamicGate",
+    "NonLocalAttention",
+    "MedGANSSMBlock",
+    "MedGANSSMStage",
 ]

@@ -18,19 +18,9 @@ from torch.utils.checkpoint import checkpoint
 
 from mamba_monai.blocks.mamba import MambaMixer
 from mamba_monai.blocks.spectral import SpectralGating
+from mamba_monai.blocks.utils import check_positive, check_spatial_dims
 
 __all__ = ["LayerNormNd", "ChannelMLP", "CSRMambaLayer", "EFLLayer", "CSRMBlock", "EMNetUpBlock"]
-
-
-def _check_spatial_dims(spatial_dims: int, name: str) -> None:
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"{name}: `spatial_dims` can only be 2 or 3, got {spatial_dims}.")
-
-
-def _check_positive(name: str, **values: int) -> None:
-    for key, value in values.items():
-        if int(value) < 1:
-            raise ValueError(f"{name}: `{key}` must be a positive integer, got {value}.")
 
 
 class LayerNormNd(nn.Module):
@@ -121,8 +111,8 @@ class CSRMambaLayer(nn.Module):
         bidirectional: bool = True,
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims, "CSRMambaLayer")
-        _check_positive("CSRMambaLayer", channels=channels, squeeze_ratio=squeeze_ratio)
+        check_spatial_dims(spatial_dims, "CSRMambaLayer")
+        check_positive("CSRMambaLayer", channels=channels, squeeze_ratio=squeeze_ratio)
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"CSRMambaLayer: `dropout_rate` must be in [0, 1), got {dropout_rate}.")
         if not 0.0 <= drop_path_rate < 1.0:
@@ -142,8 +132,8 @@ class CSRMambaLayer(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
-        spatial = x.shape[2:]
+        b, c = x.shape[0], x.shape[1]
+        spatial = list(x.shape[2:])
         tokens = x.flatten(2).transpose(1, 2)  # (B, L, C)
         xn = self.norm(tokens)
         # reinforce (xn) and squeeze (MLP(xn)) branches share the Mamba weights: run them as one batch of 2B
@@ -151,7 +141,7 @@ class CSRMambaLayer(nn.Module):
         reinforce, squeezed = mixed[:b], mixed[b:]
         update = self.norm_reinforce(reinforce) + self.norm_squeeze(squeezed)
         tokens = tokens + self.drop_path(self.gamma * update)
-        out = tokens.transpose(1, 2).reshape(b, c, *spatial)
+        out = tokens.transpose(1, 2).reshape([b, c] + spatial)
         return out + self.drop_path(self.conv_proj(self.conv_block(out)))
 
 
@@ -185,8 +175,8 @@ class EFLLayer(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_spatial_dims(spatial_dims, "EFLLayer")
-        _check_positive("EFLLayer", channels=channels)
+        check_spatial_dims(spatial_dims, "EFLLayer")
+        check_positive("EFLLayer", channels=channels)
         if mlp_ratio <= 0:
             raise ValueError(f"EFLLayer: `mlp_ratio` must be positive, got {mlp_ratio}.")
         if not 0.0 <= drop_path_rate < 1.0:
@@ -219,7 +209,8 @@ class CSRMBlock(nn.Module):
         filter_size: see :class:`EFLLayer`.
         drop_path_rates: stochastic depth per layer (``depth`` values) or one value for all. Defaults to 0.0.
         use_checkpoint: gradient checkpointing per layer while training (``torch.utils.checkpoint``,
-            non-reentrant): activations inside a layer are recomputed in the backward pass. Defaults to False.
+            non-reentrant): activations inside a layer are recomputed in the backward pass. Eager Python only:
+            a module compiled with ``torch.jit.script`` runs without it. Defaults to False.
 
     Shapes:
         input (B, C, *S) -> output (B, C, *S).
@@ -270,7 +261,7 @@ class CSRMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            if not torch.jit.is_scripting() and self.use_checkpoint and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, use_reentrant=False)
             else:
                 x = layer(x)

@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mamba_monai.ops import selective_scan
+from mamba_monai.ops import scriptable_selective_scan
+from mamba_monai.ops.utils import format_shape
 
 __all__ = ["MambaMixer", "init_dt_bias", "init_A_log"]
 
@@ -49,7 +50,7 @@ class _ScanBranch(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias
         A = -torch.exp(self.A_log.float())
-        return selective_scan(
+        return scriptable_selective_scan(
             x,
             dt,
             A,
@@ -108,7 +109,7 @@ class MambaMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"MambaMixer expects (B, L, {self.d_model}) tokens, got shape {tuple(x.shape)}.")
+            raise ValueError(f"MambaMixer expects (B, L, {self.d_model}) tokens, got shape {format_shape(x.shape)}.")
         xz = self.in_proj(x).transpose(1, 2)  # (b, 2 * d_inner, L)
         x_in, z = xz.chunk(2, dim=1)
         y = self.forward_branch(x_in, z)

@@ -9,8 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mamba_monai.blocks.mamba import init_A_log, init_dt_bias
-from mamba_monai.ops import selective_scan
+from mamba_monai.ops import scriptable_selective_scan
 from mamba_monai.ops.cross_scan import cross_merge, cross_scan, num_scan_directions
+from mamba_monai.ops.utils import format_shape
 
 __all__ = ["SSND"]
 
@@ -24,7 +25,8 @@ class SSND(nn.Module):
     ``x`` goes through a depthwise convolution and SiLU, is flattened into ``K = 2 * spatial_dims`` token
     sequences by :func:`mamba_monai.ops.cross_scan.cross_scan` (each spatial axis innermost once, forwards
     and reversed), and each direction gets its own input-dependent step size, B and C projections, A and D.
-    All directions go through ONE :func:`mamba_monai.ops.selective_scan` call (grouped B/C), are summed
+    All directions go through ONE :func:`mamba_monai.ops.selective_scan` call (grouped B/C; through
+    :func:`~mamba_monai.ops.scriptable_selective_scan`, so the module compiles with ``torch.jit.script``), are summed
     back into the map's token order, layer-normalised, gated by ``SiLU(z)`` and projected back to ``d_model``.
 
     Args:
@@ -102,12 +104,12 @@ class SSND(nn.Module):
             layout = "(B, C, *spatial)" if channel_dim == 1 else "(B, *spatial, C)"
             raise ValueError(
                 f"SSND expects a {layout} tensor with C={self.d_model} and {self.spatial_dims} spatial dims, "
-                f"got shape {tuple(x.shape)}."
+                f"got shape {format_shape(x.shape)}."
             )
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, d_inner, *spatial) after conv and SiLU -> (B, d_inner, L) merged over the K directions."""
-        b, d = x.shape[:2]
+        b, d = x.shape[0], x.shape[1]
         spatial = x.shape[2:]
         k, n = self.num_directions, self.d_state
         xs = cross_scan(x, self.spatial_dims)  # (B, K, d, L)
@@ -115,7 +117,7 @@ class SSND(nn.Module):
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_proj_weight)
-        y = selective_scan(
+        y = scriptable_selective_scan(
             xs.reshape(b, k * d, length),
             dts.reshape(b, k * d, length),
             -torch.exp(self.A_logs.float()),
@@ -134,7 +136,7 @@ class SSND(nn.Module):
         x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (B, *S, d_inner) each
         x_in = F.silu(self.conv(x_in.movedim(-1, 1).contiguous()))
         y = self._scan(x_in)  # (B, d_inner, L)
-        y = y.transpose(1, 2).reshape(x.shape[0], *spatial, self.d_inner)
+        y = y.transpose(1, 2).reshape([x.shape[0]] + list(spatial) + [self.d_inner])
         y = self.out_norm(y) * F.silu(z)
         return self.dropout(self.out_proj(y))
 

@@ -9,6 +9,7 @@ from monai.networks.layers import DropPath
 from torch.utils.checkpoint import checkpoint
 
 from mamba_monai.blocks.ssnd import SSND
+from mamba_monai.ops.utils import format_shape
 
 __all__ = ["VSSBlock"]
 
@@ -38,6 +39,7 @@ class VSSBlock(nn.Module):
         norm_eps: epsilon of the LayerNorms. Defaults to 1e-6.
         use_checkpoint: in training, recompute the block in the backward pass
             (``torch.utils.checkpoint``, ``use_reentrant=False``) to save memory. Defaults to False.
+            Eager Python only: a module compiled with ``torch.jit.script`` runs without it.
 
     Shapes:
         (B, C, *spatial) -> (B, C, *spatial).
@@ -69,6 +71,7 @@ class VSSBlock(nn.Module):
         self.spatial_dims = spatial_dims
         self.channels = channels
         self.use_checkpoint = use_checkpoint
+        self._block_name = type(self).__name__  # for error messages (TorchScript cannot read type(self))
         self.norm = nn.LayerNorm(channels, eps=norm_eps)
         self.mixer = SSND(
             spatial_dims, channels, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, dropout=dropout
@@ -100,9 +103,9 @@ class VSSBlock(nn.Module):
         """(B, C, *spatial) -> (B, C, *spatial)."""
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.channels:
             raise ValueError(
-                f"{type(self).__name__} expects a (B, C, *spatial) tensor with C={self.channels} and "
-                f"{self.spatial_dims} spatial dims, got shape {tuple(x.shape)}."
+                f"{self._block_name} expects a (B, C, *spatial) tensor with C={self.channels} and "
+                f"{self.spatial_dims} spatial dims, got shape {format_shape(x.shape)}."
             )
-        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+        if not torch.jit.is_scripting() and self.use_checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .handlers import ResumableCheckpoint
+from .trainer import Trainer, TrainingConfig
 from .utils import (
     BUNDLES_DIR,
     SCHEMA_PATH,
@@ -18,6 +19,8 @@ __all__ = [
     "BUNDLES_DIR",
     "SCHEMA_PATH",
     "ResumableCheckpoint",
+    "Trainer",
+    "TrainingConfig",
     "bundle_dir",
     "bundle_workflow",
     "inference_datalist",

@@ -85,16 +85,30 @@ def verify_bundle_metadata(bundle: str) -> None:
     verify_metadata(meta_file=os.path.join(bundle_dir(bundle), "configs", "metadata.json"), filepath=SCHEMA_PATH)
 
 
-def inference_datalist(image_dir: str, pattern: str = "*.nii.gz") -> list[dict]:
+def inference_datalist(image_dir: str, pattern: str | None = None) -> list[dict]:
     """
-    Every readable image in ``image_dir`` as ``[{"image": path}, ...]`` for a bundle's inference. Unreadable files
-    (corrupt, truncated) are skipped with a warning naming them, so one bad export does not stop the others;
-    when none is readable the error lists them all.
+    Every image file in ``image_dir``, or in its ``imagesTs/`` sub-folder when it has one (the Decathlon layout),
+    as ``[{"image": path}, ...]`` sorted by name, for a bundle's inference: NIfTI, DICOM (``.dcm``) and the 2D
+    formats PNG, JPEG, BMP, TIFF (``pattern``, e.g. ``"*.nii.gz"``, narrows it). Files are not read here: an
+    unreadable or invalid one is skipped and named by the inference itself
+    (:class:`~mamba_monai.data.IsolatedDataset` with :class:`~mamba_monai.engines.CaseIsolatingEvaluator`), so
+    each file is read once, and a file of the wrong kind (a 2D image given to a 3D bundle) is named there.
     """
-    from mamba_monai.data import datalist_from_folder, filter_readable
+    from mamba_monai.data import IMAGE_2D_SUFFIXES, datalist_from_folder
 
-    good, errors = filter_readable(datalist_from_folder(image_dir, pattern=pattern))
-    if not good:
-        details = "\n".join(f"  {e['file']}: {e['error']}" for e in errors)
-        raise RuntimeError(f"None of the images in {image_dir} ({pattern}) can be read:\n{details}")
-    return good
+    folder = os.path.join(image_dir, "imagesTs")
+    folder = folder if os.path.isdir(folder) else image_dir
+    if pattern is not None:
+        return datalist_from_folder(folder, pattern=pattern)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Image folder '{folder}' does not exist; check `dataset_dir` / `image_dir`.")
+    suffixes = tuple(IMAGE_2D_SUFFIXES)  # NIfTI and DICOM are among them
+    names = sorted(
+        n for n in os.listdir(folder)
+        if not n.startswith(".") and n.lower().endswith(suffixes) and os.path.isfile(os.path.join(folder, n))
+    )
+    if not names:
+        raise FileNotFoundError(
+            f"No image in '{folder}' (looked for {', '.join(sorted(suffixes))}); check `dataset_dir` / `image_dir`."
+        )
+    return [{"image": os.path.join(os.path.abspath(folder), n)} for n in names]

@@ -13,23 +13,14 @@ Case ``i`` depends only on ``(seed, i, size_scale)``, so the same case is identi
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import time
-from collections.abc import Iterator
 
 import numpy as np
 from scipy import ndimage
 
-from mamba_monai.data.datalist import write_datalist
-from mamba_monai.data.nifti import atomic_write_text, make_affine, rotation_matrix, write_nifti
-
-try:  # POSIX advisory locks; elsewhere concurrent callers are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from mamba_monai.data.demo import DATALIST_NAME, demo_splits, ensure_demo_dataset, write_demo_datalist
+from mamba_monai.data.nifti import make_affine, rotation_matrix, write_nifti
 
 __all__ = ["DEMO_CT_LABELS", "DEMO_CT_VERSION", "generate_demo_ct_case", "ensure_demo_ct_dataset"]
 
@@ -42,10 +33,6 @@ DEMO_CT_LABELS: dict[int, str] = {0: "background", 1: "liver", 2: "spleen", 3: "
 """Label values of the demo CT data set. ``kidney`` covers both kidneys; ``gland`` is a small adrenal-like
 structure above the left kidney (about 50-150 voxels at 1.5x1.5x2.0 mm)."""
 
-_DATALIST_NAME = "dataset_0.json"
-_MARKER_NAME = ".complete"
-_CLAIM_NAME = ".demo_ct_generator"
-_LOCK_NAME = ".lock"
 _SUBDIRS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 
 
@@ -272,62 +259,11 @@ def generate_demo_ct_case(
 # the data set on disk
 
 
-@contextlib.contextmanager
-def _locked(root_dir: str) -> Iterator[None]:
-    """An exclusive advisory lock on ``root_dir/.lock`` (blocks until other writers are done)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(os.path.join(root_dir, _LOCK_NAME), "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _splits(num_train: int, num_val: int, num_test: int) -> dict[str, list[int]]:
-    return {
-        "training": list(range(num_train)),
-        "validation": list(range(num_train, num_train + num_val)),
-        "test": list(range(num_train + num_val, num_train + num_val + num_test)),
-    }
-
-
 def _rel_paths(case: int, split: str) -> tuple[str, str]:
     name = f"ct_{case:03d}.nii.gz"
     if split == "test":
         return f"imagesTs/{name}", f"labelsTs/{name}"
     return f"imagesTr/{name}", f"labelsTr/{name}"
-
-
-def _is_complete(root_dir: str, params: dict) -> bool:
-    marker = os.path.join(root_dir, _MARKER_NAME)
-    try:
-        with open(marker, encoding="utf-8") as f:
-            content = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if content.get("params") != params:
-        return False
-    return all(os.path.isfile(os.path.join(root_dir, rel)) for rel in content.get("files", []))
-
-
-def _check_ownership(root_dir: str) -> None:
-    """Refuse to write into a folder that holds case files not written by this generator."""
-    if os.path.exists(os.path.join(root_dir, _CLAIM_NAME)):
-        return
-    foreign = [
-        os.path.join(sub, n)
-        for sub in _SUBDIRS
-        if os.path.isdir(os.path.join(root_dir, sub))
-        for n in os.listdir(os.path.join(root_dir, sub))
-    ]
-    if foreign or os.path.exists(os.path.join(root_dir, _DATALIST_NAME)):
-        raise FileExistsError(
-            f"'{root_dir}' already holds a data set not written by ensure_demo_ct_dataset "
-            f"(e.g. {(foreign or [_DATALIST_NAME])[0]!r}); pass an empty or demo folder as `root_dir`."
-        )
 
 
 def ensure_demo_ct_dataset(
@@ -371,13 +307,10 @@ def ensure_demo_ct_dataset(
         the path of ``root_dir/dataset_0.json``, for MONAI's ``load_decathlon_datalist`` (or
         :func:`mamba_monai.data.load_datalist`), which resolve the relative paths against ``root_dir``.
     """
-    for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 0), ("num_test", num_test, 0)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
+    demo_splits(num_train, num_val, num_test)  # checks the counts
     if not size_scale > 0:
         raise ValueError(f"`size_scale` must be positive, got {size_scale!r}.")
     root_dir = os.path.abspath(os.fspath(root_dir))
-    datalist_path = os.path.join(root_dir, _DATALIST_NAME)
     params = {
         "generator": "mamba_monai.data.demo_ct",
         "version": DEMO_CT_VERSION,
@@ -387,32 +320,19 @@ def ensure_demo_ct_dataset(
         "seed": int(seed),
         "size_scale": float(size_scale),
     }
-    if not overwrite and _is_complete(root_dir, params):
-        return datalist_path
-    os.makedirs(root_dir, exist_ok=True)
-    with _locked(root_dir):
-        if not overwrite and _is_complete(root_dir, params):  # another process finished it meanwhile
-            return datalist_path
-        _check_ownership(root_dir)
-        _write_dataset(root_dir, params)
-    return datalist_path
+    return ensure_demo_dataset(
+        root_dir,
+        params,
+        lambda root: _write_dataset(root, params),
+        subdirs=_SUBDIRS,
+        case_prefixes=("ct_",),
+        overwrite=overwrite,
+    )
 
 
-def _write_dataset(root_dir: str, params: dict) -> None:
-    start = time.perf_counter()
-    marker = os.path.join(root_dir, _MARKER_NAME)
-    if os.path.exists(marker):
-        os.remove(marker)
-    atomic_write_text(json.dumps({"generator": params["generator"]}) + "\n", os.path.join(root_dir, _CLAIM_NAME))
-    for sub in _SUBDIRS:  # drop the cases of an earlier, different set (only our own case files)
-        folder = os.path.join(root_dir, sub)
-        if os.path.isdir(folder):
-            for n in os.listdir(folder):
-                if n.startswith("ct_") and n.endswith(".nii.gz") or n.startswith(".ct_"):
-                    os.remove(os.path.join(folder, n))
-        os.makedirs(folder, exist_ok=True)
-
-    splits = _splits(params["num_train"], params["num_val"], params["num_test"])
+def _write_dataset(root_dir: str, params: dict) -> list[str]:
+    """Write every case and the datalist; return the written paths relative to ``root_dir``."""
+    splits = demo_splits(params["num_train"], params["num_val"], params["num_test"])
     lists: dict[str, list[dict]] = {}
     files: list[str] = []
     for split, cases in splits.items():
@@ -424,12 +344,9 @@ def _write_dataset(root_dir: str, params: dict) -> None:
             write_nifti(label, affine, os.path.join(root_dir, rel_lab), dtype=np.uint8)
             lists[split].append({"image": rel_img, "label": rel_lab})
             files += [rel_img, rel_lab]
-    write_datalist(
-        os.path.join(root_dir, _DATALIST_NAME),
-        training=lists["training"],
-        validation=lists["validation"],
-        test=[{"image": item["image"]} for item in lists["test"]],
-        test_labeled=lists["test"],
+    write_demo_datalist(
+        root_dir,
+        lists,
         name="mamba_monai demo CT",
         description="Synthetic abdominal CT phantoms (deterministic), written by "
         "mamba_monai.data.ensure_demo_ct_dataset.",
@@ -439,11 +356,5 @@ def _write_dataset(root_dir: str, params: dict) -> None:
         tensorImageSize="3D",
         modality={"0": "CT"},
         labels={str(k): v for k, v in DEMO_CT_LABELS.items()},
-        numValidation=len(lists["validation"]),
     )
-    files.append(_DATALIST_NAME)
-    marker_text = json.dumps({"params": params, "files": files}, indent=4) + "\n"
-    atomic_write_text(marker_text, os.path.join(root_dir, _MARKER_NAME))  # last: the set is complete
-    elapsed = time.perf_counter() - start
-    logger.info("wrote demo CT data set (%d cases) to %s in %.1f s", len(files) // 2, root_dir, elapsed)
-
+    return files + [DATALIST_NAME]

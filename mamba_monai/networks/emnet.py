@@ -10,6 +10,8 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
 from monai.networks.layers.factories import Conv
 
 from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
+from mamba_monai.networks.utils import divisible_size_hint
+from mamba_monai.ops.utils import format_shape
 
 __all__ = ["EMNet"]
 
@@ -181,23 +183,26 @@ class EMNet(nn.Module):
         return nn.ModuleList(stages)
 
     def _check_input(self, x: torch.Tensor) -> None:
+        shape = format_shape(x.shape)
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(
-                f"EMNet expects a (B, C, *spatial) input with {self.spatial_dims} spatial dims, got shape {tuple(x.shape)}."
+                f"EMNet expects a (B, C, *spatial) input with {self.spatial_dims} spatial dims, got shape {shape}."
             )
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"EMNet expects {self.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)}).")
+            raise ValueError(f"EMNet expects {self.in_channels} input channels, got {x.shape[1]} (shape {shape}).")
         spatial = [int(s) for s in x.shape[2:]]
-        if any(s % self.divisor for s in spatial):
+        if any([s % self.divisor != 0 for s in spatial]):
             raise ValueError(
                 f"EMNet needs each spatial size divisible by {self.divisor} (2 ** (len(depths) + 1)), got spatial shape "
-                f"{tuple(spatial)} (input shape {tuple(x.shape)}); pad with DivisiblePadd(k={self.divisor}) or use a "
+                f"{format_shape(spatial)} (input shape {shape}): use {divisible_size_hint(spatial, self.divisor)}; pad with "
+                f"DivisiblePadd(k={self.divisor}) or use a "
                 f"roi_size that is a multiple of {self.divisor}."
             )
 
-        if self._bottleneck_needs_voxels and all(s == self.divisor for s in spatial):
+        if self._bottleneck_needs_voxels and all([s == self.divisor for s in spatial]):
             raise ValueError(
-                f"EMNet got spatial shape {tuple(spatial)}, which leaves a single voxel at the bottleneck (1/{self.divisor}); "
+                f"EMNet got spatial shape {format_shape(spatial)}, which leaves a single voxel at the bottleneck "
+                f"(1/{self.divisor}); "
                 f"the instance-normalised convolution block of the last stage's CSR Mamba layers needs more than one: "
                 f"use a spatial size of at least {2 * self.divisor} along one axis (or fft_nums[-1] == depths[-1], "
                 f"or another norm_name)."
@@ -217,5 +222,8 @@ class EMNet(nn.Module):
             dec_outs.append(dec)
         logits = self.out(self.up_full(dec, self.encoder1(x)))
         if self.deep_supervision and self.training:
-            return [logits, self.ds_heads[0](dec_outs[-1]), self.ds_heads[1](dec_outs[-2])]
+            outs = [logits]
+            for i, head in enumerate(self.ds_heads):  # 1/4 (the last decoder output), then 1/8
+                outs.append(head(dec_outs[-1 - i]))
+            return outs
         return logits

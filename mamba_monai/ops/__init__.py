@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 from .selective_scan_cpu import selective_scan_cpu
-from .selective_scan_interface import available_backends, selective_scan
+from .selective_scan_interface import available_backends, scriptable_selective_scan, selective_scan
 from .selective_scan_ref import selective_scan_ref
 
-__all__ = ["selective_scan", "selective_scan_ref", "selective_scan_cpu", "available_backends"]
+__all__ = [
+    "selective_scan",
+    "scriptable_selective_scan",
+    "selective_scan_ref",
+    "selective_scan_cpu",
+    "available_backends",
+]

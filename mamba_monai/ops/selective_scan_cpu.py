@@ -23,6 +23,12 @@ Accumulation is in float32 for float32/bfloat16/float16 inputs and in float64 fo
 (both kernels are compiled lazily, on first use of each dtype, and cached on disk). The decays
 ``exp(dt * A)`` use a vectorised exp of our own (:func:`_vexp`): numba's scalar exp made the scan
 exp-bound (about 3x slower forward).
+
+Other devices: a network compiled with ``torch.jit.script`` calls the forward operator whatever the
+device of its tensors, so the operator also has a kernel for every device but CPU: mamba_ssm's CUDA
+``selective_scan_fn`` when it imports (CUDA tensors of a dtype it supports), else the PyTorch
+reference. There it saves no checkpoints, and its gradient reruns that forward under autograd
+(:func:`_grads_by_recompute`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ import math
 import numpy as np
 import torch
 from monai.utils import optional_import
+
+from .selective_scan_ref import selective_scan_ref
+from .utils import MAMBA_SSM_DTYPES, mamba_ssm_scan_fn
 
 numba, has_numba = optional_import("numba")
 
@@ -356,7 +365,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chun
 
     Returns:
         y (b, d, L) in the dtype of ``u``; the last state (b, d, n) and the checkpoints
-        (b, d, ceil(L / chunk), n), or (b, d, 0, n) without ``save_checkpoints``, in the compute dtype.
+        (b, d, ceil(L / chunk), n), or (b, d, 0, n) without ``save_checkpoints`` (and always on devices other
+        than CPU, see :func:`_selective_scan_fwd_other_devices`), in the compute dtype.
     """
     _require_numba()
     _check_chunk(chunk)
@@ -365,12 +375,58 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chun
     return out.to(u.dtype), last, ckpt
 
 
+@selective_scan_fwd.register_kernel(None)  # every device without a kernel of its own (CPU has the numba one)
+def _selective_scan_fwd_other_devices(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, save_checkpoints):
+    """
+    The forward operator on devices other than CPU, reached from TorchScript (eager Python picks its backend in
+    :func:`mamba_monai.ops.selective_scan`): mamba_ssm's ``selective_scan_fn`` for CUDA tensors when it imports and
+    supports the dtype, else :func:`~mamba_monai.ops.selective_scan_ref`. Returns y, the last state (compute dtype)
+    and no checkpoints, (b, d, 0, n): the gradient reruns this forward (:func:`_grads_by_recompute`).
+    """
+    _check_chunk(chunk)
+    compute = _compute_dtype(u.dtype)
+    scan = _other_device_scan(u, need_last_state_grad=False)
+    y, last = scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), True)
+    b, d = u.shape[0], u.shape[1]
+    return y.to(u.dtype), last.to(compute), u.new_empty(b, d, 0, A.shape[1], dtype=compute)
+
+
+def _other_device_scan(u: torch.Tensor, need_last_state_grad: bool):
+    """mamba_ssm's ``selective_scan_fn`` for CUDA tensors of a supported dtype (when importable and no gradient has
+    to flow from the last state, which its backward ignores), else the reference."""
+    fn = mamba_ssm_scan_fn() if u.is_cuda and u.dtype in MAMBA_SSM_DTYPES and not need_last_state_grad else None
+    return fn if fn is not None else selective_scan_ref
+
+
+def _grads_by_recompute(inputs, softplus: bool, dy: torch.Tensor, dlast: torch.Tensor | None) -> list:
+    """
+    Gradients of the scan w.r.t. ``inputs`` (u, delta, A, B, C, D, z, delta_bias; None where absent) on devices
+    without a fused backward here: the forward of :func:`_other_device_scan` is rerun under autograd (mamba_ssm's
+    own CUDA backward, or autograd through the reference) and differentiated. None for an absent input.
+    """
+    leaves = [None if x is None else x.detach().requires_grad_(True) for x in inputs]
+    present = [x for x in leaves if x is not None]
+    with torch.enable_grad():
+        scan = _other_device_scan(inputs[0], need_last_state_grad=dlast is not None)
+        y, last = scan(*leaves, softplus, True)
+        outputs, grad_outputs = [y], [dy.to(y.dtype)]
+        if dlast is not None:
+            outputs.append(last)
+            grad_outputs.append(dlast.to(last.dtype))
+        grads = iter(torch.autograd.grad(outputs, present, grad_outputs, allow_unused=True))
+    out = []
+    for x in leaves:
+        g = None if x is None else next(grads)
+        out.append(torch.zeros_like(x) if x is not None and g is None else g)
+    return out
+
+
 @selective_scan_fwd.register_fake
 def _selective_scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, save_checkpoints):
     b, d, length = u.shape
     n_state = A.shape[1]
     compute = _compute_dtype(u.dtype)
-    nchunks = -(-length // chunk) if save_checkpoints else 0
+    nchunks = -(-length // chunk) if save_checkpoints and u.device.type == "cpu" else 0  # see the other-device kernel
     return (
         u.new_empty(b, d, length),
         u.new_empty(b, d, n_state, dtype=compute),
@@ -468,7 +524,10 @@ def _backward(ctx, dy, dlast, _dckpt):
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     if dy is None:  # only the last state is used
         dy = torch.zeros_like(u, dtype=_compute_dtype(u.dtype))
-    grads = selective_scan_bwd(*inputs, ctx.softplus, ctx.chunk, ckpt, dy, dlast)
+    if u.device.type == "cpu":
+        grads = selective_scan_bwd(*inputs, ctx.softplus, ctx.chunk, ckpt, dy, dlast)
+    else:  # the other-device kernel (TorchScript on CUDA and others)
+        grads = _grads_by_recompute(inputs, ctx.softplus, dy, dlast)
     need = ctx.needs_input_grad
     out = [g.to(x.dtype) if need[i] and x is not None else None for i, (g, x) in enumerate(zip(grads, inputs))]
     return (*out, None, None, None)

@@ -12,6 +12,12 @@ Backends:
   saves, and loads in any process that has imported ``mamba_monai``.
 - ``"ref"``: the plain PyTorch reference (:func:`mamba_monai.ops.selective_scan_ref`), any device.
 
+TorchScript: layers call :func:`scriptable_selective_scan`. Run as Python it is :func:`selective_scan` (the
+dispatch above); compiled by ``torch.jit.script`` it calls the registered operator
+``torch.ops.mamba_monai.selective_scan_fwd`` directly, which runs the numba kernel for CPU tensors and, on any
+other device, mamba_ssm's kernel (CUDA, when importable) or the reference; its backward is registered with
+it. A scripted network therefore saves, and loads and trains in any process that imports ``mamba_monai``.
+
 ``backend=None`` reads the environment variable ``MAMBA_MONAI_SCAN_BACKEND`` (``auto``, ``cuda``,
 ``cpu`` or ``ref``; unset means ``auto``). ``auto`` takes ``cuda`` for CUDA tensors when mamba_ssm is
 there (and the dtype is one it supports), ``cpu`` for CPU tensors when numba is there, else ``ref``.
@@ -23,29 +29,16 @@ from __future__ import annotations
 import os
 
 import torch
-from monai.utils import optional_import
 
-from .selective_scan_cpu import has_numba, selective_scan_cpu
+from .selective_scan_cpu import CHUNK_SIZE, has_numba, selective_scan_cpu
 from .selective_scan_ref import _check_inputs, selective_scan_ref
+from .utils import MAMBA_SSM_DTYPES as _CUDA_DTYPES
+from .utils import mamba_ssm_scan_fn as _get_mamba_ssm_scan
 
-__all__ = ["selective_scan", "available_backends", "BACKENDS", "ENV_VAR"]
+__all__ = ["selective_scan", "scriptable_selective_scan", "available_backends", "BACKENDS", "ENV_VAR"]
 
 ENV_VAR = "MAMBA_MONAI_SCAN_BACKEND"
 BACKENDS = ("auto", "cuda", "cpu", "ref")
-_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-_mamba_ssm_scan = None
-_mamba_ssm_checked = False
-
-
-def _get_mamba_ssm_scan():
-    """mamba_ssm's ``selective_scan_fn`` or None; imported once, on first need."""
-    global _mamba_ssm_scan, _mamba_ssm_checked
-    if not _mamba_ssm_checked:
-        fn, ok = optional_import("mamba_ssm.ops.selective_scan_interface", name="selective_scan_fn")
-        _mamba_ssm_scan = fn if ok else None
-        _mamba_ssm_checked = True
-    return _mamba_ssm_scan
 
 
 def available_backends() -> list[str]:
@@ -143,3 +136,61 @@ def selective_scan(
     if name == "cpu":
         return selective_scan_cpu(*args)
     return selective_scan_ref(*args)
+
+
+def _needs_grad(x: torch.Tensor | None) -> bool:
+    return x is not None and x.requires_grad
+
+
+def _scan_operator(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    chunk: int = CHUNK_SIZE,
+) -> torch.Tensor:
+    """y from one call of the registered forward operator, with checkpoints for the backward when a gradient is
+    needed (as :func:`~mamba_monai.ops.selective_scan_cpu.selective_scan_cpu` does); TorchScript's path."""
+    need_grad = torch.is_grad_enabled() and (
+        u.requires_grad or delta.requires_grad or A.requires_grad or B.requires_grad or C.requires_grad
+        or _needs_grad(D) or _needs_grad(z) or _needs_grad(delta_bias)
+    )  # fmt: skip
+    outputs = torch.ops.mamba_monai.selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, need_grad
+    )
+    return outputs[0]
+
+
+def scriptable_selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """
+    The output ``y`` of :func:`selective_scan`, in a form ``torch.jit.script`` compiles (what layers call).
+
+    In Python (eager, or under ``torch.jit.trace``) it is ``selective_scan(...)`` with the backend chosen as
+    there (``MAMBA_MONAI_SCAN_BACKEND``). In TorchScript it checks the inputs the same way and calls the
+    registered operator ``torch.ops.mamba_monai.selective_scan_fwd``: the fused numba kernel for CPU tensors,
+    mamba_ssm's kernel or the reference elsewhere (the environment variable is not read there).
+
+    Args and shapes: as :func:`selective_scan`, without ``return_last_state`` and ``backend``.
+
+    Returns:
+        y, (b, d, L) in the dtype of ``u``.
+    """
+    if not torch.jit.is_scripting():
+        return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    return _scan_operator(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

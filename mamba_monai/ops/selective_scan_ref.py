@@ -8,11 +8,44 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .utils import format_shape as _fmt
+
 __all__ = ["selective_scan_ref"]
 
 
-def _shape(x: torch.Tensor | None) -> tuple[int, ...] | None:
-    return None if x is None else tuple(x.shape)
+def _shape(x: torch.Tensor | None) -> str:
+    return "None" if x is None else _fmt(x.shape)
+
+
+def _check_projection(name: str, X: torch.Tensor, b: int, d: int, n: int, length: int, u_shape: str) -> None:
+    """``B`` or ``C``: (b, n, L), or grouped (b, g, n, L) with ``d`` divisible by ``g``."""
+    if X.dim() == 3:
+        expected = [b, n, length]
+    elif X.dim() == 4:
+        g = X.shape[1]
+        if g < 1 or d % g != 0:
+            raise ValueError(
+                f"selective_scan: grouped `{name}` of shape {_shape(X)} has g={g} groups, "
+                f"but d={d} (from `u` {u_shape}) is not divisible by g."
+            )
+        expected = [b, g, n, length]
+    else:
+        raise ValueError(
+            f"selective_scan: `{name}` must be (b, n, L) = {_fmt([b, n, length])} or grouped (b, g, n, L), "
+            f"got shape {_shape(X)}."
+        )
+    if list(X.shape) != expected:
+        raise ValueError(f"selective_scan: `{name}` must have shape {_fmt(expected)}, got {_shape(X)}.")
+
+
+def _check_vector(name: str, X: torch.Tensor | None, d: int) -> None:
+    if X is not None and (X.dim() != 1 or X.shape[0] != d):
+        raise ValueError(f"selective_scan: `{name}` must be (d,) = ({d},), got {_shape(X)}.")
+
+
+def _check_device(name: str, X: torch.Tensor | None, device: torch.device) -> None:
+    if X is not None and X.device != device:
+        raise ValueError(f"selective_scan: `{name}` is on {X.device} but `u` is on {device}.")
 
 
 def _check_inputs(
@@ -25,7 +58,8 @@ def _check_inputs(
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
 ) -> None:
-    """Check the shapes, dtypes and devices of the selective-scan inputs (used by every backend).
+    """Check the shapes, dtypes and devices of the selective-scan inputs (used by every backend; TorchScript
+    compiles it too).
 
     Raises:
         ValueError: a tensor has the wrong rank or shape, ``d`` is not divisible by the number of
@@ -33,47 +67,33 @@ def _check_inputs(
     """
     if u.dim() != 3:
         raise ValueError(f"selective_scan: `u` must be 3-D (b, d, L), got shape {_shape(u)}.")
-    b, d, length = u.shape
+    b, d, length = u.shape[0], u.shape[1], u.shape[2]
     if not u.is_floating_point():
         raise ValueError(f"selective_scan: `u` must be a floating-point tensor, got dtype {u.dtype}.")
     if length < 1:
         raise ValueError(f"selective_scan: the sequence length L must be >= 1, got `u` of shape {_shape(u)}.")
-    if tuple(delta.shape) != (b, d, length):
-        raise ValueError(f"selective_scan: `delta` must have the shape of `u` {(b, d, length)}, got {_shape(delta)}.")
+    if list(delta.shape) != [b, d, length]:
+        raise ValueError(f"selective_scan: `delta` must have the shape of `u` {_shape(u)}, got {_shape(delta)}.")
     if A.dim() != 2 or A.shape[0] != d:
         raise ValueError(f"selective_scan: `A` must be (d, n) with d={d} (from `u` {_shape(u)}), got {_shape(A)}.")
     if A.is_complex():
         raise ValueError("selective_scan: complex `A` is not supported, give a real (d, n) tensor.")
     n = A.shape[1]
-    for name, X in (("B", B), ("C", C)):
-        if X.dim() == 3:
-            expected: tuple = (b, n, length)
-        elif X.dim() == 4:
-            g = X.shape[1]
-            if g < 1 or d % g != 0:
-                raise ValueError(
-                    f"selective_scan: grouped `{name}` of shape {_shape(X)} has g={g} groups, "
-                    f"but d={d} (from `u` {_shape(u)}) is not divisible by g."
-                )
-            expected = (b, g, n, length)
-        else:
-            raise ValueError(
-                f"selective_scan: `{name}` must be (b, n, L) = {(b, n, length)} or grouped (b, g, n, L), "
-                f"got shape {_shape(X)}."
-            )
-        if tuple(X.shape) != expected:
-            raise ValueError(f"selective_scan: `{name}` must have shape {expected}, got {_shape(X)}.")
+    _check_projection("B", B, b, d, n, length, _shape(u))
+    _check_projection("C", C, b, d, n, length, _shape(u))
     if B.dim() != C.dim() or (B.dim() == 4 and B.shape[1] != C.shape[1]):
         raise ValueError(f"selective_scan: `B` and `C` must share one layout, got {_shape(B)} and {_shape(C)}.")
-    if D is not None and tuple(D.shape) != (d,):
-        raise ValueError(f"selective_scan: `D` must be (d,) = ({d},), got {_shape(D)}.")
-    if delta_bias is not None and tuple(delta_bias.shape) != (d,):
-        raise ValueError(f"selective_scan: `delta_bias` must be (d,) = ({d},), got {_shape(delta_bias)}.")
-    if z is not None and tuple(z.shape) != (b, d, length):
-        raise ValueError(f"selective_scan: `z` must have the shape of `u` {(b, d, length)}, got {_shape(z)}.")
-    for name, X in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias)):
-        if X is not None and X.device != u.device:
-            raise ValueError(f"selective_scan: `{name}` is on {X.device} but `u` is on {u.device}.")
+    _check_vector("D", D, d)
+    _check_vector("delta_bias", delta_bias, d)
+    if z is not None and list(z.shape) != [b, d, length]:
+        raise ValueError(f"selective_scan: `z` must have the shape of `u` {_shape(u)}, got {_shape(z)}.")
+    _check_device("delta", delta, u.device)
+    _check_device("A", A, u.device)
+    _check_device("B", B, u.device)
+    _check_device("C", C, u.device)
+    _check_device("D", D, u.device)
+    _check_device("z", z, u.device)
+    _check_device("delta_bias", delta_bias, u.device)
 
 
 def _expand_groups(x: torch.Tensor, d: int) -> torch.Tensor:

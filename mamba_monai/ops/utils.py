@@ -5,10 +5,36 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from monai.utils import optional_import
 
-__all__ = ["autocast_disabled"]
+__all__ = ["autocast_disabled", "format_shape", "mamba_ssm_scan_fn", "MAMBA_SSM_DTYPES"]
 
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+MAMBA_SSM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""Input dtypes mamba_ssm's CUDA selective scan supports."""
+
+_mamba_ssm_scan = None
+_mamba_ssm_checked = False
+
+
+def mamba_ssm_scan_fn():
+    """mamba_ssm's ``selective_scan_fn`` (CUDA kernels), or None when it cannot be imported; looked up once, on first
+    need."""
+    global _mamba_ssm_scan, _mamba_ssm_checked
+    if not _mamba_ssm_checked:
+        fn, ok = optional_import("mamba_ssm.ops.selective_scan_interface", name="selective_scan_fn")
+        _mamba_ssm_scan = fn if ok else None
+        _mamba_ssm_checked = True
+    return _mamba_ssm_scan
+
+
+def format_shape(sizes: list[int]) -> str:
+    """Sizes (a shape, list or tuple) written as Python writes a tuple, ``(2, 4)``, ``(3,)``, ``()``, for error
+    messages; TorchScript compiles it (``tuple(x.shape)`` it cannot)."""
+    if len(sizes) == 1:
+        return f"({sizes[0]},)"
+    return "(" + ", ".join([str(s) for s in sizes]) + ")"
 
 
 def autocast_disabled(device: torch.device) -> contextlib.AbstractContextManager:

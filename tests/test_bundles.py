@@ -1,0 +1,202 @@
+"""Model-zoo style tests that every segmentation bundle passes: the zoo's own checks called as its CI calls them
+(default arguments), one epoch of training through ``ConfigWorkflow``, resume, evaluation CSVs, inference on the
+demo test images with the input's geometry, and ``torchrun`` with one writer. Bundle-specific tests live in
+``test_bundle_<name>.py``."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+
+from mamba_monai.bundle import bundle_dir, bundle_workflow, run_workflow, verify_bundle_metadata
+from mamba_monai.bundle.testing import (
+    assert_outputs_match_inputs,
+    export_and_compare,
+    run_bundle_with_torchrun,
+    tensorboard_writer_pids,
+)
+from mamba_monai.data import (
+    DEMO_2D_LABELS,
+    DEMO_CT_LABELS,
+    ensure_demo_2d_dataset,
+    ensure_demo_ct_dataset,
+    load_datalist,
+)
+
+
+@dataclasses.dataclass
+class BundleSpec:
+    demo: Callable[[str], str]  # writes a small demo set, returns its datalist
+    labels: dict[int, str]
+    metrics: tuple[str, ...]  # the evaluation's metric names (CSV files)
+    export_shapes: tuple[tuple[int, ...], ...]  # the exported model must match eager at each
+    train_overrides: dict = dataclasses.field(default_factory=dict)
+
+
+SPECS = {
+    "emnet_seg3d": BundleSpec(
+        demo=lambda root: ensure_demo_ct_dataset(root, num_train=2, num_val=2, num_test=2, size_scale=0.8),
+        labels=DEMO_CT_LABELS,
+        metrics=("val_mean_dice", "val_hd95_mm", "val_surface_dice"),
+        export_shapes=((1, 1, 64, 64, 32), (1, 1, 64, 96, 32)),
+        train_overrides={"train#dataset#cache_rate": 0.0, "validate#dataset#cache_rate": 0.0},
+    ),
+    "spectral_vmamba_seg2d": BundleSpec(
+        demo=lambda root: ensure_demo_2d_dataset(root, num_train=4, num_val=2, num_test=2, size_scale=0.5),
+        labels=DEMO_2D_LABELS,
+        metrics=("val_mean_dice", "val_boundary_iou", "val_hd95"),
+        export_shapes=((1, 1, 128, 128), (1, 1, 96, 160)),
+        train_overrides={"batch_size": 2},
+    ),
+}
+BUNDLES = sorted(SPECS)
+
+
+def _configs(bundle: str) -> str:
+    return os.path.join(bundle_dir(bundle), "configs")
+
+
+@pytest.fixture(scope="module", params=BUNDLES)
+def run_dir(request, tmp_path_factory):
+    """A small demo data set and one epoch of training per bundle, shared by the tests of this module."""
+    bundle, spec = request.param, SPECS[request.param]
+    base = tmp_path_factory.mktemp(bundle)
+    data_dir = str(base / "data")
+    datalist = spec.demo(data_dir)
+    overrides = {"dataset_dir": data_dir, "ckpt_dir": str(base / "models"), "output_dir": str(base / "eval")}
+    train = bundle_workflow(bundle, "train", epochs=1, val_interval=1, **overrides, **spec.train_overrides)
+    run_workflow(train)
+    evaluator = train.parser.get_parsed_content("validate#evaluator")
+    return {
+        "bundle": bundle, "spec": spec, "base": base, "data_dir": data_dir, "datalist": datalist,
+        "overrides": overrides, "val_metrics": dict(evaluator.state.metrics),
+    }
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_metadata_is_valid_and_matches_demo_labels(bundle):
+    verify_bundle_metadata(bundle)
+    meta = ConfigParser.load_config_file(os.path.join(_configs(bundle), "metadata.json"))
+    channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert {int(k): v for k, v in channel_def.items()} == SPECS[bundle].labels
+    parser = ConfigParser(ConfigParser.load_config_file(os.path.join(_configs(bundle), "train.json")))
+    assert parser.get_parsed_content("num_classes") == len(SPECS[bundle].labels)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_verify_net_in_out_with_default_arguments(bundle):
+    """As the model zoo's CI calls it (n=1): the metadata declares only shapes that the network takes."""
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=os.path.join(_configs(bundle), "metadata.json"),
+        config_file=os.path.join(_configs(bundle), "inference.json"),
+        bundle_root=bundle_dir(bundle),
+    )
+
+
+def test_train_one_epoch_writes_checkpoints_and_validates(run_dir):
+    models = run_dir["base"] / "models"
+    assert (models / "model.pt").is_file(), "CheckpointSaver did not write the key-metric model.pt"
+    assert (models / "checkpoint_latest.pt").is_file(), "ResumableCheckpoint did not write its file"
+    state = torch.load(models / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values()), "model.pt must be a plain tensor state_dict"
+    assert 0.0 <= run_dir["val_metrics"]["val_mean_dice"] <= 1.0
+
+
+def test_resume_continues_from_the_saved_epoch(run_dir):
+    spec = run_dir["spec"]
+    train = bundle_workflow(
+        run_dir["bundle"], "train", epochs=1, val_interval=1, resume=True, **run_dir["overrides"], **spec.train_overrides
+    )
+    run_workflow(train)
+    trainer = train.parser.get_parsed_content("train#trainer")
+    # the checkpoint says epoch 1 was done and epochs=1: nothing is trained again
+    assert trainer.state.epoch == 1
+    saved = torch.load(run_dir["base"] / "models" / "checkpoint_latest.pt", weights_only=False)
+    assert trainer.state.iteration == saved["trainer"]["iteration"]
+
+
+def test_evaluate_saves_per_case_and_summary_csv(run_dir):
+    evaluate = bundle_workflow(run_dir["bundle"], ["train", "evaluate"], **run_dir["overrides"])
+    run_workflow(evaluate)
+    out = run_dir["base"] / "eval"
+    val_images = [os.path.basename(i["image"]) for i in load_datalist(run_dir["datalist"], "validation")]
+    foreground = [f"class{i}" for i in range(len(run_dir["spec"].labels) - 1)]
+    for name in run_dir["spec"].metrics:
+        with open(out / f"{name}_raw.csv") as f:
+            rows = list(csv.DictReader(f))
+        # one row per validation case, one column per foreground class and their mean
+        assert [os.path.basename(r["filename"]) for r in rows] == val_images
+        assert list(rows[0]) == ["filename", *foreground, "mean"]
+        values = [float(r[c]) for r in rows for c in foreground if r[c] != "nan"]
+        high = 1.0 if "hd95" not in name else 1e4
+        assert all(0.0 <= v <= high for v in values), f"{name}: {values}"
+        with open(out / f"{name}_summary.csv") as f:
+            assert {r["class"] for r in csv.DictReader(f)} == {*foreground, "mean"}
+    metrics = evaluate.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert set(metrics) >= set(run_dir["spec"].metrics)
+    with open(out / "skipped.csv") as f:
+        assert list(csv.DictReader(f)) == []
+
+
+def test_inference_on_demo_test_images_keeps_geometry(run_dir):
+    out_dir = str(run_dir["base"] / "pred")
+    infer = bundle_workflow(
+        run_dir["bundle"], "inference", workflow_type="infer", dataset_dir=run_dir["data_dir"], output_dir=out_dir,
+        checkpointloader={"_target_": "CheckpointLoader", "load_path": str(run_dir["base"] / "models" / "model.pt"),
+                          "load_dict": {"model": "@network"}},
+    )
+    run_workflow(infer)
+    with open(run_dir["datalist"]) as f:
+        inputs = [os.path.join(run_dir["data_dir"], item["image"]) for item in json.load(f)["test"]]
+    matched = assert_outputs_match_inputs(inputs, out_dir)
+    for out in matched.values():
+        if out.endswith(".nii.gz"):
+            values = np.asarray(nib.load(out).dataobj)
+        else:
+            from PIL import Image
+
+            values = np.asarray(Image.open(out))
+        assert set(np.unique(values).tolist()) <= set(run_dir["spec"].labels), f"{out} holds other values"
+
+
+def test_export_with_default_arguments_matches_eager(run_dir, tmp_path):
+    """``ckpt_export`` exactly as the model zoo's CI calls it (scripting, no input shape): the exported model takes
+    any valid size, not only the one it was exported at."""
+    bundle, configs = run_dir["bundle"], _configs(run_dir["bundle"])
+    ts_path = str(tmp_path / "model.ts")
+    ckpt = str(run_dir["base"] / "models" / "model.pt")
+    ckpt_export(
+        net_id="network_def", filepath=ts_path, ckpt_file=ckpt, meta_file=os.path.join(configs, "metadata.json"),
+        config_file=os.path.join(configs, "inference.json"), bundle_root=bundle_dir(bundle),
+    )
+    parser = ConfigParser()
+    parser.read_config(os.path.join(configs, "inference.json"))
+    parser["bundle_root"] = bundle_dir(bundle)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(ckpt, weights_only=True))
+    for shape in run_dir["spec"].export_shapes:
+        export_and_compare(net, ts_path, shape)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_torchrun_two_processes_train_with_one_writer(bundle, tmp_path):
+    data_dir = str(tmp_path / "data")
+    SPECS[bundle].demo(data_dir)
+    ckpt_dir, log_dir = tmp_path / "models", tmp_path / "eval"
+    run_bundle_with_torchrun(
+        bundle, ["train.json", "multi_gpu_train.json"], nproc=2, dataset_dir=data_dir, ckpt_dir=ckpt_dir,
+        output_dir=log_dir, epochs=1, val_interval=1, **SPECS[bundle].train_overrides,
+    )
+    assert (ckpt_dir / "model.pt").is_file() and (ckpt_dir / "checkpoint_latest.pt").is_file()
+    # rank 0 alone writes TensorBoard files; other ranks must not leave (empty) event files beside them
+    assert len(tensorboard_writer_pids(str(log_dir))) == 1
