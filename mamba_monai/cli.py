@@ -62,11 +62,12 @@ class Commands:
         workflow = bundle_workflow(bundle, configs, workflow_type=_WORKFLOW_TYPE.get(config, "train"), **override)
         run_workflow(workflow)
 
-    def demo(self, bundle: str = "emnet_seg3d", epochs: int = 2, output_dir: str | None = None) -> None:
-        """The main job: demo data, a short training from the shipped weights, whole-volume inference, evaluation."""
+    def demo(self, bundle: str | None = None, epochs: int = 2, output_dir: str | None = None) -> None:
+        """The main job: for every bundle (or `--bundle NAME`), demo data, a short training from the shipped weights,
+        inference and evaluation, then one table of the figures and where the outputs are."""
         from mamba_monai.bundle.demo import run_demo
 
-        run_demo(bundle=bundle, epochs=epochs, output_dir=output_dir)
+        run_demo(bundles=bundle, epochs=epochs, output_dir=output_dir)
 
 
 def main() -> None:

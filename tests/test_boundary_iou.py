@@ -79,7 +79,7 @@ def test_empty_cases_nan_and_zero_and_mean_ignores_nan():
     empty = torch.zeros(8, 8)
     y_pred = torch.stack([sq, empty, sq, empty])[:, None]
     y = torch.stack([sq, empty, empty, sq])[:, None]
-    metric = BoundaryIoUMetric(get_not_nans=True)
+    metric = BoundaryIoUMetric(get_not_nans=True, ignore_empty=False)
     values = metric(y_pred, y)
     assert values.shape == (4, 1)
     assert values[0].item() == 1.0
@@ -88,6 +88,12 @@ def test_empty_cases_nan_and_zero_and_mean_ignores_nan():
     mean, not_nans = metric.aggregate()
     assert mean.item() == pytest.approx(1.0 / 3.0)  # nan skipped: (1 + 0 + 0) / 3
     assert not_nans.item() == 3
+    # the default, as DiceMetric(ignore_empty=True): a case without the class in the label does not count
+    default = BoundaryIoUMetric(get_not_nans=True)
+    values = default(y_pred, y)
+    assert math.isnan(values[1].item()) and math.isnan(values[2].item()) and values[3].item() == 0.0
+    mean, not_nans = default.aggregate()
+    assert mean.item() == pytest.approx(0.5) and not_nans.item() == 2
 
 
 def test_hand_counted_offset_squares():

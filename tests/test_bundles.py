@@ -113,16 +113,23 @@ def test_train_one_epoch_writes_checkpoints_and_validates(run_dir):
 
 
 def test_resume_continues_from_the_saved_epoch(run_dir):
-    spec = run_dir["spec"]
-    train = bundle_workflow(
+    spec, models = run_dir["spec"], run_dir["base"] / "models"
+    saved = torch.load(models / "checkpoint_latest.pt", weights_only=False)["trainer"]
+    stamp = os.stat(models / "checkpoint_latest.pt").st_mtime_ns
+    # the checkpoint holds epoch 1 of 1: resuming with the same epochs trains nothing and leaves it as it is
+    done = bundle_workflow(
         run_dir["bundle"], "train", epochs=1, val_interval=1, resume=True, **run_dir["overrides"], **spec.train_overrides
     )
-    run_workflow(train)
-    trainer = train.parser.get_parsed_content("train#trainer")
-    # the checkpoint says epoch 1 was done and epochs=1: nothing is trained again
-    assert trainer.state.epoch == 1
-    saved = torch.load(run_dir["base"] / "models" / "checkpoint_latest.pt", weights_only=False)
-    assert trainer.state.iteration == saved["trainer"]["iteration"]
+    run_workflow(done)
+    assert os.stat(models / "checkpoint_latest.pt").st_mtime_ns == stamp
+    # asking for one more epoch trains exactly one more
+    more = bundle_workflow(
+        run_dir["bundle"], "train", epochs=2, val_interval=1, resume=True, **run_dir["overrides"], **spec.train_overrides
+    )
+    run_workflow(more)
+    trainer = more.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * saved["iteration"]
+    assert torch.load(models / "checkpoint_latest.pt", weights_only=False)["trainer"]["iteration"] == 2 * saved["iteration"]
 
 
 def test_evaluate_saves_per_case_and_summary_csv(run_dir):

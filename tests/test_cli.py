@@ -13,7 +13,7 @@ from mamba_monai.cli import Commands
 
 
 def test_lists_the_shipped_bundles():
-    assert "emnet_seg3d" in Commands().bundles()
+    assert {"emnet_seg3d", "spectral_vmamba_seg2d"} <= set(Commands().bundles())
 
 
 def test_info_describes_inputs_and_labels():
@@ -31,8 +31,8 @@ def test_demo_data_writes_a_datalist(tmp_path):
 
 
 def test_unknown_names_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="Unknown demo task 'mri'"):
-        Commands().demo_data("mri", str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown demo task 'pet'"):
+        Commands().demo_data("pet", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="No bundle 'nope'.*emnet_seg3d"):
         Commands().info("nope")
 

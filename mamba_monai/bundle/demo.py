@@ -1,12 +1,14 @@
-"""The main job behind ``mamba-monai demo``: a bundle end to end on its demo data, with a summary table."""
+"""The main job behind ``mamba-monai demo``: every bundle end to end on its demo data, with one summary table."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import time
+from collections.abc import Sequence
 
-from mamba_monai.bundle.utils import bundle_dir, bundle_workflow, run_workflow
+from mamba_monai.bundle.utils import bundle_dir, bundle_workflow, list_bundles, run_workflow
 
 __all__ = ["run_demo"]
 
@@ -16,47 +18,39 @@ def _engine_metrics(workflow, engine_id: str) -> dict[str, float]:
     return {k: float(v) for k, v in engine.state.metrics.items()}
 
 
-def run_demo(bundle: str = "emnet_seg3d", epochs: int = 2, output_dir: str | None = None) -> dict[str, float]:
-    """
-    Train ``bundle`` for ``epochs`` epochs on its demo data (starting from the shipped ``models/model.pt``
-    when it exists), run whole-volume inference on the demo test images and evaluate on the validation
-    cases. Nothing in the bundle folder is overwritten: checkpoints, predictions and metric CSVs go to
-    ``output_dir`` (default: ``./mamba_monai_demo/<bundle>``).
+def _train_config(bundle: str) -> dict:
+    with open(os.path.join(bundle_dir(bundle), "configs", "train.json")) as f:
+        return json.load(f)
 
-    Returns:
-        the measured figures (validation metrics of the evaluation, times in seconds).
-    """
-    root = bundle_dir(bundle)
-    out = os.path.abspath(output_dir or os.path.join("mamba_monai_demo", bundle))
-    ckpt_dir = os.path.join(out, "models")
-    shipped = os.path.join(root, "models", "model.pt")
-    common = {"ckpt_dir": ckpt_dir, "output_dir": os.path.join(out, "eval")}
+
+def _fine_tune_overrides(bundle: str, shipped: str, epochs: int) -> dict:
+    """Short training from the shipped weights at a tenth of the bundle's learning rate, no warm-up; only the ids
+    that the bundle's train.json has."""
+    config = _train_config(bundle)
+    wanted = {"epochs": epochs, "val_interval": 1, "warmup_epochs": 0}
+    if os.path.isfile(shipped):
+        wanted["pretrained"] = shipped
+        if isinstance(config.get("learning_rate"), (int, float)):
+            wanted["learning_rate"] = config["learning_rate"] / 10
+    return {k: v for k, v in wanted.items() if k in config}
+
+
+def _run_one(bundle: str, epochs: int, out: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Train, infer and evaluate one bundle into ``out``; returns its figures and where its outputs went."""
+    shipped = os.path.join(bundle_dir(bundle), "models", "model.pt")
+    ckpt_dir, eval_dir, predictions = (os.path.join(out, name) for name in ("models", "eval", "predictions"))
+    common = {"ckpt_dir": ckpt_dir, "output_dir": eval_dir}
     figures: dict[str, float] = {}
 
     t0 = time.time()
-    train = bundle_workflow(
-        bundle,
-        "train",
-        epochs=epochs,
-        val_interval=1,
-        warmup_epochs=0,
-        learning_rate=2e-4 if os.path.isfile(shipped) else 2e-3,  # fine-tuning: a small step
-        pretrained=shipped if os.path.isfile(shipped) else "",
-        **common,
-    )
+    train = bundle_workflow(bundle, "train", **_fine_tune_overrides(bundle, shipped, epochs), **common)
     run_workflow(train)
     figures["train_seconds"] = time.time() - t0
-    figures.update({f"train_{k}": v for k, v in _engine_metrics(train, "validate#evaluator").items()})
 
     t0 = time.time()
-    predictions = os.path.join(out, "predictions")
     infer = bundle_workflow(
-        bundle, "inference", workflow_type="infer", output_dir=predictions, checkpointloader={
-            "_target_": "CheckpointLoader",
-            "load_path": os.path.join(ckpt_dir, "model.pt"),
-            "load_dict": {"model": "@network"},
-            "map_location": "@device",
-        }
+        bundle, "inference", workflow_type="infer", output_dir=predictions,
+        **{"checkpointloader#load_path": os.path.join(ckpt_dir, "model.pt")},
     )
     run_workflow(infer)
     figures["inference_seconds"] = time.time() - t0
@@ -66,19 +60,47 @@ def run_demo(bundle: str = "emnet_seg3d", epochs: int = 2, output_dir: str | Non
     run_workflow(evaluate)
     figures["evaluate_seconds"] = time.time() - t0
     figures.update(_engine_metrics(evaluate, "validate#evaluator"))
-
-    _print_summary(figures, out, predictions)
-    return figures
+    return figures, {"predictions": predictions, "metric CSVs": eval_dir, "checkpoints": ckpt_dir}
 
 
-def _print_summary(figures: dict[str, float], out: str, predictions: str) -> None:
-    print("\n" + "=" * 60)
-    print(f"{'figure':<32}{'value':>12}")
-    print("-" * 60)
-    for name, value in figures.items():
-        print(f"{name:<32}{value:>12.4f}")
-    print("-" * 60)
-    print(f"predictions (NIfTI): {predictions} ({len(glob.glob(os.path.join(predictions, '*.nii.gz')))} files)")
-    print(f"metric CSVs:         {os.path.join(out, 'eval')}")
-    print(f"checkpoints:         {os.path.join(out, 'models')}")
-    print("=" * 60)
+def run_demo(
+    bundles: str | Sequence[str] | None = None, epochs: int = 2, output_dir: str | None = None
+) -> dict[str, dict[str, float]]:
+    """
+    For each bundle: train ``epochs`` epochs on its demo data (from the shipped ``models/model.pt`` when it exists),
+    run inference on the demo test images and evaluate on the validation cases. Nothing in the bundle folders is
+    overwritten: checkpoints, predictions and metric CSVs go to ``output_dir/<bundle>`` (default:
+    ``./mamba_monai_demo``). Ends with one table of the figures measured and where the outputs are.
+
+    Args:
+        bundles: a bundle name or names; None runs every shipped bundle. Default None.
+        epochs: training epochs per bundle. Default 2.
+        output_dir: where everything is written. Default ``./mamba_monai_demo``.
+
+    Returns:
+        bundle -> figures (the evaluation's metrics, times in seconds).
+    """
+    names = list_bundles() if bundles is None else [bundles] if isinstance(bundles, str) else list(bundles)
+    out = os.path.abspath(output_dir or "mamba_monai_demo")
+    results: dict[str, dict[str, float]] = {}
+    places: dict[str, dict[str, str]] = {}
+    for name in names:
+        print(f"\n=== {name}: training {epochs} epoch(s), inference, evaluation ===", flush=True)
+        results[name], places[name] = _run_one(name, epochs, os.path.join(out, name))
+    _print_summary(results, places)
+    return results
+
+
+def _print_summary(results: dict[str, dict[str, float]], places: dict[str, dict[str, str]]) -> None:
+    width = 96
+    print("\n" + "=" * width)
+    print(f"{'bundle':<24}{'figure':<32}{'value':>12}")
+    print("-" * width)
+    for bundle, figures in results.items():
+        for i, (name, value) in enumerate(figures.items()):
+            print(f"{bundle if i == 0 else '':<24}{name:<32}{value:>12.4f}")
+        for what, path in places[bundle].items():
+            count = len([p for p in glob.glob(os.path.join(path, "*")) if os.path.isfile(p)])
+            print(f"{'':<24}{what + ':':<16}{path} ({count} files)")
+        print("-" * width)
+    print("=" * width)

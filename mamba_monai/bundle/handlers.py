@@ -24,7 +24,9 @@ class ResumableCheckpoint:
     epochs by rank 0 only, so a run killed mid-write still leaves the previous checkpoint intact.
 
     With ``resume=True`` and the file present, the objects and the trainer state are restored when
-    the handler is attached, and training continues from the next epoch.
+    the handler is attached, and training continues from the next epoch. A checkpoint that already holds
+    ``max_epochs`` epochs is left as it is: the run ends at once with a message saying how to train longer
+    (ignite would otherwise start a finished run again from epoch 0).
 
     Args:
         save_dir: folder of the checkpoint file.
@@ -49,11 +51,21 @@ class ResumableCheckpoint:
         self.save_dict = {k: _unwrap(v) for k, v in save_dict.items()}
         self.resume = resume
         self.save_interval = save_interval
+        self._already_done = False
 
     def attach(self, engine) -> None:
         if self.resume and os.path.isfile(self.path):
             self._load(engine)
+        engine.add_event_handler(Events.STARTED, self._stop_if_done)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self._save)
+
+    def _stop_if_done(self, engine) -> None:
+        if self._already_done:
+            logger.warning(
+                f"{self.path} already holds {engine.state.max_epochs} epoch(s) of training, as many as asked: "
+                "nothing to do (pass a larger `epochs` with `resume` to train longer)."
+            )
+            engine.terminate()
 
     def _load(self, engine) -> None:
         ckpt = torch.load(self.path, map_location="cpu", weights_only=False)
@@ -64,6 +76,7 @@ class ResumableCheckpoint:
         max_epochs = engine.state.max_epochs
         engine.load_state_dict(ckpt["trainer"])
         engine.state.max_epochs = max(max_epochs or 0, engine.state.max_epochs or 0)  # the config may ask for more
+        self._already_done = engine.state.epoch >= engine.state.max_epochs
         logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}.")
 
     def _save(self, engine) -> None:

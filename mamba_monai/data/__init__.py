@@ -6,7 +6,8 @@ Task-specific: :mod:`~mamba_monai.data.demo_ct` (synthetic abdominal CT for the 
 :mod:`~mamba_monai.data.demo_2d` (synthetic ultrasound / dermoscopy lesions, PNG/JPEG),
 :mod:`~mamba_monai.data.image2d` (reading any 2D image: PNG/JPEG/TIFF/NIfTI/DICOM, channels, label values),
 :mod:`~mamba_monai.data.demo_mri` (synthetic multi-contrast brain MRI, BraTS layout) and
-:mod:`~mamba_monai.data.mri` (BraTS / IXI case discovery and the transforms of the synthesis bundle).
+:mod:`~mamba_monai.data.mri` (BraTS / IXI case discovery and the transforms of the synthesis bundle),
+:mod:`~mamba_monai.data.synthesis` (writing a synthesis with the record of its inputs).
 """
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ from mamba_monai.data.mri import (
     RandDropContrastsd,
     RestoreIntensityd,
     ScaleIntensityPercentiled,
+    ZeroOutsideInputsd,
     canonical_contrast,
     find_mri_cases,
+    mri_dataset_splits,
     restore_intensity,
     select_mri_cases,
     split_mri_cases,
 )
 from mamba_monai.data.nifti import atomic_write_text, make_affine, rotation_matrix, write_nifti
 from mamba_monai.data.outputs import SaveLikeInputd, UniqueNameFormatter, check_output_dir, output_ext_like
+from mamba_monai.data.synthesis import SaveSynthesisd, synthesis_description
 from mamba_monai.data.validation import (
     CaseError,
     ImageReadError,
@@ -133,11 +137,15 @@ __all__ = [
     "RandDropContrastsd",
     "RestoreIntensityd",
     "ScaleIntensityPercentiled",
+    "ZeroOutsideInputsd",
     "canonical_contrast",
     "ensure_demo_mri_dataset",
     "find_mri_cases",
+    "mri_dataset_splits",
     "generate_demo_mri_case",
     "restore_intensity",
+    "SaveSynthesisd",
+    "synthesis_description",
     "select_mri_cases",
     "split_mri_cases",
     "DEMO_2D_LABELS",

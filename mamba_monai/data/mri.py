@@ -32,6 +32,7 @@ any slice, empty ones included. For whole-volume inference with a 2D network, MO
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -45,13 +46,14 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, LoadImage, MapTransform, Randomizable, ResampleToMatch
 from monai.utils import TraceKeys
 
-from mamba_monai.data.validation import ImageReadError
+from mamba_monai.data.validation import AFFINE_FIX, ImageReadError, InvalidCaseError, ValidateImaged, nifti_header_problem
 
 __all__ = [
     "MRI_CONTRASTS",
     "CONTRAST_ALIASES",
     "canonical_contrast",
     "find_mri_cases",
+    "mri_dataset_splits",
     "split_mri_cases",
     "select_mri_cases",
     "LoadMRIContrastsd",
@@ -60,6 +62,7 @@ __all__ = [
     "restore_intensity",
     "DropContrastsd",
     "RandDropContrastsd",
+    "ZeroOutsideInputsd",
 ]
 
 logger = logging.getLogger(__name__)
@@ -242,7 +245,10 @@ def _has(case: Mapping[str, Any], contrast: str) -> bool:
 
 
 def split_mri_cases(
-    cases: Sequence[Mapping[str, Any]], inputs: str | Sequence[str], target: str | None = None
+    cases: Sequence[Mapping[str, Any]],
+    inputs: str | Sequence[str],
+    target: str | None = None,
+    require_inputs: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """Split cases into those usable to synthesise ``target`` from ``inputs`` and those left out.
 
@@ -256,6 +262,9 @@ def split_mri_cases(
         inputs: the input contrasts, canonical names or aliases, e.g. ``["t1", "t1ce", "t2"]``.
         target: the contrast to synthesise, e.g. ``"flair"``; None (inference) keeps cases without it.
             Default None.
+        require_inputs: leave out cases with none of the ``inputs``. Default True; False keeps them, so that a
+            per-case isolating evaluation (:class:`~mamba_monai.engines.CaseIsolatingEvaluator`) names them in its
+            ``skipped.csv`` when :class:`LoadMRIContrastsd` refuses them.
 
     Returns:
         ``(kept, skipped)``: the kept cases (the input dicts, in order), and for each case left out a dict
@@ -281,7 +290,7 @@ def split_mri_cases(
             reason = "listed file(s) do not exist: " + ", ".join(f"'{p}'" for p in broken)
         elif target_ is not None and not _has(case, target_):
             reason = f"no target '{target_}' image ({_expected_file(case, target_)})"
-        elif not any(_has(case, c) for c in inputs_):
+        elif require_inputs and not any(_has(case, c) for c in inputs_):
             where = "; ".join(_expected_file(case, c) for c in inputs_)
             reason = f"none of the input contrasts {inputs_} ({where})"
         if reason is None:
@@ -297,12 +306,99 @@ def split_mri_cases(
 
 
 def select_mri_cases(
-    cases: Sequence[Mapping[str, Any]], inputs: str | Sequence[str], target: str | None = None
+    cases: Sequence[Mapping[str, Any]],
+    inputs: str | Sequence[str],
+    target: str | None = None,
+    require_inputs: bool = True,
 ) -> list[dict]:
     """The cases of :func:`split_mri_cases` that are kept (the others are logged as warnings): a form for bundle
     configs, e.g. ``"$mamba_monai.data.select_mri_cases(mamba_monai.data.find_mri_cases(@dataset_dir),
     @inputs, @target)"``."""
-    return split_mri_cases(cases, inputs, target)[0]
+    return split_mri_cases(cases, inputs, target, require_inputs=require_inputs)[0]
+
+
+_SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "training": ("train", "training", "Training", "TrainingData"),
+    "validation": ("val", "validation", "Validation", "ValidationData"),
+    "test": ("test", "testing", "Test", "Testing", "TestingData"),
+}
+"""Sub-folder names read as a split by :func:`mri_dataset_splits` (the demo set uses ``train``, ``val``, ``test``)."""
+
+
+def _unit_hash(seed: int, case_id: str) -> float:
+    """A number in [0, 1) fixed by ``(seed, case_id)`` alone (SHA-256), the same on every machine and run."""
+    digest = hashlib.sha256(f"{int(seed)}:{case_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def mri_dataset_splits(
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    contrasts: Sequence[str] | None = None,
+    include_seg: bool = False,
+) -> dict[str, list[dict[str, str]]]:
+    """The training, validation and test cases of an MRI data set folder, read with :func:`find_mri_cases`.
+
+    - A folder with split sub-folders (``train``/``training``, ``val``/``validation``, ``test``/``testing``, as
+      the demo set of :func:`~mamba_monai.data.ensure_demo_mri_dataset`): each split is the cases of its folder
+      (an absent folder gives an empty list).
+    - Otherwise (a BraTS or IXI folder as distributed: one folder of cases) the cases are split deterministically:
+      case ``c`` goes to validation when ``h(seed, c) < val_fraction``, to test when it falls in the next
+      ``test_fraction``, else to training, with ``h`` a SHA-256 hash of the seed and the case id mapped to [0, 1).
+      A case's split depends only on its id and the seed: it does not move when cases are added or removed, on
+      any machine. When the hash leaves a requested split empty (few cases), the training case with the smallest
+      hash goes there, as long as training keeps at least one case.
+
+    Args:
+        dataset_dir: the data set folder.
+        val_fraction: expected share of validation cases, in [0, 1). Default 0.2.
+        test_fraction: expected share of test cases, in [0, 1 - val_fraction). Default 0.0.
+        seed: split seed. Default 0.
+        contrasts: passed to :func:`find_mri_cases`. Default None: every contrast found.
+        include_seg: passed to :func:`find_mri_cases`. Default False.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "test": [...]}``, each a list of case dicts sorted by case id.
+    """
+    if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"`val_fraction` ({val_fraction!r}) and `test_fraction` ({test_fraction!r}) must be in [0, 1) with a sum "
+            "below 1 (training needs cases)."
+        )
+    root = os.fspath(dataset_dir)
+    found = {
+        split: next((os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))), None)
+        for split, names in _SPLIT_FOLDERS.items()
+    }
+    if any(found.values()):
+        out = {
+            split: find_mri_cases(folder, contrasts, include_seg) if folder is not None else []
+            for split, folder in found.items()
+        }
+        logger.info(
+            "MRI splits from the sub-folders of '%s': %s.", root,
+            ", ".join(f"{k} {len(v)} ({os.path.basename(found[k]) if found[k] else 'none'})" for k, v in out.items()),
+        )
+        return out
+    cases = find_mri_cases(root, contrasts, include_seg)
+    scored = sorted(((_unit_hash(seed, c["case"]), c) for c in cases), key=lambda hc: (hc[0], hc[1]["case"]))
+    out = {"training": [], "validation": [], "test": []}
+    for h, case in scored:
+        split = "validation" if h < val_fraction else "test" if h < val_fraction + test_fraction else "training"
+        out[split].append(case)
+    for split, fraction in (("validation", val_fraction), ("test", test_fraction)):
+        if fraction > 0 and not out[split] and len(out["training"]) > 1:
+            moved = min(out["training"], key=lambda c: _unit_hash(seed, c["case"]))
+            out["training"].remove(moved)
+            out[split].append(moved)
+    out = {k: sorted(v, key=lambda c: c["case"]) for k, v in out.items()}
+    logger.info(
+        "MRI splits of '%s' (seed %d, hash of the case id): training %d, validation %d, test %d.",
+        root, seed, len(out["training"]), len(out["validation"]), len(out["test"]),
+    )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,6 +443,11 @@ class LoadMRIContrastsd(MapTransform):
         atol: tolerance (mm) on the affines of contrasts considered to share a grid. Default 1e-3.
         reader: image reader for MONAI's ``LoadImage`` (e.g. ``"NibabelReader"``). Default None: by suffix.
         dtype: output data type. Default ``torch.float32``.
+        validate: check every file as it is read and raise an :class:`~mamba_monai.data.InvalidCaseError` that
+            names it: a NIfTI header with a non-finite or degenerate affine (MONAI's reader would silently put an
+            identity in its place), ``spatial_dims`` spatial dimensions (a 2D slice among 3D volumes), finite
+            values. Default False.
+        spatial_dims: the spatial dimensions every file must have when ``validate``. Default 3.
     """
 
     def __init__(
@@ -361,6 +462,8 @@ class LoadMRIContrastsd(MapTransform):
         atol: float = 1e-3,
         reader: Any = None,
         dtype: torch.dtype = torch.float32,
+        validate: bool = False,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         if len(set(self.keys)) != len(self.keys):
@@ -383,23 +486,37 @@ class LoadMRIContrastsd(MapTransform):
         self.dtype = dtype
         self._loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)
         self._resample = ResampleToMatch(mode=mode, padding_mode="zeros", dtype=np.float32)
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}.")
+        self.validate = bool(validate)
+        self.spatial_dims = int(spatial_dims)
 
     def _load(self, path: Any, key: Hashable) -> MetaTensor:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"'{key}' file '{path}' does not exist.")
+        if self.validate:
+            problem = nifti_header_problem(path)
+            if problem is not None:
+                raise InvalidCaseError(f"'{key}' of {path} has {problem} in its header", AFFINE_FIX, path)
         try:
             img = self._loader(path)
         except Exception as err:
             raise ImageReadError(
-                f"Cannot read '{key}' from '{path}': {type(err).__name__}: {err}. The file may be truncated or "
-                "corrupt: re-export it, or drop the case."
+                f"Cannot read '{key}' from '{path}': {type(err).__name__}: {err}",
+                "the file may be truncated or corrupt: re-export it, or drop the case",
+                path,
             ) from err
         if img.shape[0] != 1:
-            raise ValueError(
+            message = (
                 f"'{key}' file '{path}' has {img.shape[0]} channels (shape {tuple(img.shape)}); one contrast per "
                 "file is expected."
             )
+            if self.validate:
+                raise InvalidCaseError(message.rstrip("."), "keep one volume (one contrast) per file", path)
+            raise ValueError(message)
+        if self.validate:
+            ValidateImaged(key, num_channels=1, spatial_dims=self.spatial_dims)({key: img})
         return img
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -407,9 +524,12 @@ class LoadMRIContrastsd(MapTransform):
         case = d.get("case", "<no 'case' id>")
         present = {k: d[k] for k in self.keys if d.get(k) is not None}
         if not present:
-            raise ValueError(
-                f"Case '{case}' has none of the input contrasts {list(self.keys)} (keys found: {sorted(map(str, d))}); "
-                "leave it out (`mamba_monai.data.select_mri_cases`) or check the contrast names."
+            paths = [os.fspath(v) for v in d.values() if isinstance(v, (str, os.PathLike)) and os.path.isfile(v)]
+            raise InvalidCaseError(
+                f"Case '{case}' has none of the input contrasts {list(self.keys)} (keys found: {sorted(map(str, d))})",
+                "add an input contrast to the case, leave it out (`mamba_monai.data.select_mri_cases`) or check the "
+                "contrast names",
+                os.path.dirname(paths[0]) if paths else "",
             )
         has_target = self.target is not None and d.get(self.target) is not None
         if self.target is not None and not has_target and not self.allow_missing_target:
@@ -685,3 +805,42 @@ class RandDropContrastsd(Randomizable, MapTransform):
         mask = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         self.randomize([int(i) for i in np.flatnonzero(mask > 0)])
         return _drop(d, key, self.mask_key, self._drop)
+
+
+class ZeroOutsideInputsd(MapTransform):
+    """Zero a synthesis where none of the inputs has signal: outside the brain of skull-stripped images (BraTS), whose
+    background is exactly 0 in every contrast, so that the synthesis carries no stray background intensity. Use it on
+    the network's output before ``Invertd``, with the stacked inputs of :class:`LoadMRIContrastsd` on the same grid.
+    For images that are not skull-stripped (IXI), the background noise is above 0 and nothing is zeroed unless
+    ``threshold`` is raised above it.
+
+    Args:
+        keys: keys of the images to mask, channel-first (C, *spatial), e.g. ``"pred"``.
+        image_key: key of the inputs (M, *spatial); missing inputs are zero-filled, so they do not count. Default
+            ``"image"``.
+        threshold: a voxel is kept where any input channel is above it. Default 0.0.
+        allow_missing_keys: don't raise when a key is absent. Default False.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, image_key: str = "image", threshold: float = 0.0, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+        self.threshold = float(threshold)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.image_key not in d:
+            raise KeyError(f"ZeroOutsideInputsd needs the inputs '{self.image_key}', got keys {sorted(map(str, d))}.")
+        image = d[self.image_key]
+        inside = (torch.as_tensor(image) > self.threshold).any(dim=0, keepdim=True)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if tuple(img.shape[1:]) != tuple(inside.shape[1:]):
+                raise ValueError(
+                    f"'{key}' of shape {tuple(img.shape)} and '{self.image_key}' of shape {tuple(image.shape)} are not "
+                    "on one grid: mask before Invertd."
+                )
+            d[key] = img * inside.to(device=img.device, dtype=img.dtype)
+        return d

@@ -41,8 +41,9 @@ class BoundaryIoUMetric(CumulativeIterationMetric):
 
     Unlike mask IoU, which large objects saturate because their interior dominates both counts, Boundary IoU only
     counts the pixels near the contours, so it stays sensitive to boundary errors on objects of every size.
-    When both masks of a (batch item, class) are empty the value is nan (skipped by the mean reductions, as
-    ``DiceMetric(ignore_empty=True)`` does); when exactly one is empty it is 0.
+    With ``ignore_empty=True`` (the default, as ``DiceMetric``) a (batch item, class) whose label is empty is nan,
+    skipped by the mean reductions, so that the metric is averaged over the cases that hold the class, as Dice is;
+    with ``ignore_empty=False`` it is nan only when both masks are empty and 0 when exactly one is.
 
     The width d is ``distance`` when given, else ``dilation_ratio`` times the image diagonal (the paper uses 2 %),
     raised to at least one voxel step along every axis (as the paper's reference code raises it to one pixel).
@@ -77,6 +78,7 @@ class BoundaryIoUMetric(CumulativeIterationMetric):
         use_meta_spacing: read each case's voxel spacing from ``y.pixdim`` when ``y`` is a ``MetaTensor`` (for
             bundles, whose ignite handlers call the metric with ``(y_pred, y)`` only); an explicit ``spacing=``
             call argument wins. Requires ``distance_metric="euclidean"``. Defaults to ``False``.
+        ignore_empty: nan where the label is empty (see above). Defaults to ``True``, as ``DiceMetric``.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class BoundaryIoUMetric(CumulativeIterationMetric):
         distance: float | None = None,
         distance_metric: str = "euclidean",
         use_meta_spacing: bool = False,
+        ignore_empty: bool = True,
     ) -> None:
         super().__init__()
         _check_band_args(dilation_ratio, distance, distance_metric)
@@ -104,6 +107,7 @@ class BoundaryIoUMetric(CumulativeIterationMetric):
         self.distance = distance
         self.distance_metric = distance_metric
         self.use_meta_spacing = use_meta_spacing
+        self.ignore_empty = ignore_empty
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
         """
@@ -128,6 +132,7 @@ class BoundaryIoUMetric(CumulativeIterationMetric):
             distance=self.distance,
             distance_metric=self.distance_metric,
             spacing=spacing,
+            ignore_empty=self.ignore_empty,
         )
 
     def aggregate(
@@ -157,6 +162,7 @@ def compute_boundary_iou(
     distance: float | None = None,
     distance_metric: str = "euclidean",
     spacing: int | float | np.ndarray | Sequence[int | float | np.ndarray | Sequence[int | float]] | None = None,
+    ignore_empty: bool = False,
 ) -> torch.Tensor:
     """
     Boundary IoU (https://arxiv.org/abs/2103.16562) of each batch item and class; see :py:class:`BoundaryIoUMetric`.
@@ -170,9 +176,11 @@ def compute_boundary_iou(
         distance_metric: ``"euclidean"``, ``"chessboard"`` or ``"taxicab"``. Defaults to ``"euclidean"``.
         spacing: voxel spacing as in ``monai.metrics.compute_surface_dice`` (a number, one number per spatial
             dimension, or one such sequence per batch item); only with ``"euclidean"``. Defaults to None (voxels).
+        ignore_empty: nan wherever the label is empty, not only where both masks are. Defaults to ``False``.
 
     Returns:
-        float32 tensor [B, C] on ``y_pred``'s device: nan where both masks are empty, 0 where only one is.
+        float32 tensor [B, C] on ``y_pred``'s device: nan where both masks are empty (or the label is, with
+        ``ignore_empty``), 0 where only one is.
 
     Raises:
         ValueError: on non-tensor inputs, shapes other than [B, C, H, W[, D]], different shapes, non-binary values,
@@ -220,7 +228,8 @@ def compute_boundary_iou(
         empty_pred = ~y_pred[b].flatten(1).bool().any(1)
         empty_gt = ~y[b].flatten(1).bool().any(1)
         iou = torch.where(empty_pred | empty_gt, torch.zeros_like(iou), iou)
-        iou = torch.where(empty_pred & empty_gt, torch.full_like(iou, float("nan")), iou)
+        undefined = empty_gt if ignore_empty else empty_pred & empty_gt
+        iou = torch.where(undefined, torch.full_like(iou, float("nan")), iou)
         result[b] = iou
     return result
 
