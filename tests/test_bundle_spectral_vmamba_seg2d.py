@@ -15,7 +15,6 @@ from PIL import Image
 from mamba_monai.bundle import Trainer, TrainingConfig, bundle_workflow, run_workflow
 from mamba_monai.bundle.testing import assert_outputs_match_inputs
 from mamba_monai.data import (
-    ensure_demo_2d_dataset,
     generate_demo_2d_case,
     make_affine,
     write_dicom_image,

@@ -435,3 +435,20 @@ def test_custom_ops_opcheck(with_opts, dtype):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"`checkpoints` must be .*\(2, 4, 3, 3\).*got \(2, 4, 2, 3\)"):
         selective_scan_bwd(*plain, True, 4, ckpt.detach()[:, :, :2], torch.ones_like(y), None)
+
+
+def test_cpu_scan_keeps_torch_thread_count():
+    """numba's OpenMP pool, started by the first scan, resets the thread count torch uses: the scan puts it back
+    (otherwise a process that asked for 1 thread runs every later torch op on all cores). Fresh process: the pool
+    starts only once per process."""
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from mamba_monai.ops import selective_scan\n"
+        "u = torch.rand(1, 8, 32, requires_grad=True)\n"
+        "selective_scan(u, torch.rand(1, 8, 32), -torch.rand(8, 4), torch.rand(1, 4, 32), torch.rand(1, 4, 32),"
+        " backend='cpu').sum().backward()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"

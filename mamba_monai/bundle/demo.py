@@ -24,14 +24,15 @@ def _train_config(bundle: str) -> dict:
 
 
 def _fine_tune_overrides(bundle: str, shipped: str, epochs: int) -> dict:
-    """Short training from the shipped weights at a tenth of the bundle's learning rate, no warm-up; only the ids
-    that the bundle's train.json has."""
+    """Short training from the shipped weights at a tenth of the bundle's learning rate(s) (``learning_rate``, or a
+    GAN's ``lr_g`` and ``lr_d``), no warm-up; only the ids that the bundle's train.json has."""
     config = _train_config(bundle)
     wanted = {"epochs": epochs, "val_interval": 1, "warmup_epochs": 0}
     if os.path.isfile(shipped):
         wanted["pretrained"] = shipped
-        if isinstance(config.get("learning_rate"), (int, float)):
-            wanted["learning_rate"] = config["learning_rate"] / 10
+        for key in ("learning_rate", "lr_g", "lr_d"):
+            if isinstance(config.get(key), (int, float)):
+                wanted[key] = config[key] / 10
     return {k: v for k, v in wanted.items() if k in config}
 
 

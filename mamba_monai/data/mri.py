@@ -46,7 +46,13 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, LoadImage, MapTransform, Randomizable, ResampleToMatch
 from monai.utils import TraceKeys
 
-from mamba_monai.data.validation import AFFINE_FIX, ImageReadError, InvalidCaseError, ValidateImaged, nifti_header_problem
+from mamba_monai.data.validation import (
+    AFFINE_FIX,
+    ImageReadError,
+    InvalidCaseError,
+    ValidateImaged,
+    nifti_header_problem,
+)
 
 __all__ = [
     "MRI_CONTRASTS",
@@ -331,6 +337,13 @@ def _unit_hash(seed: int, case_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def _cases_in(folder: str | None, contrasts: Sequence[str] | None, include_seg: bool) -> list[dict[str, str]]:
+    """The cases of a split folder; an absent or empty one (e.g. a demo set without test cases) has none."""
+    if folder is None or not any(not n.startswith(".") for n in os.listdir(folder)):
+        return []
+    return find_mri_cases(folder, contrasts, include_seg)
+
+
 def mri_dataset_splits(
     dataset_dir: str | os.PathLike,
     val_fraction: float = 0.2,
@@ -343,7 +356,7 @@ def mri_dataset_splits(
 
     - A folder with split sub-folders (``train``/``training``, ``val``/``validation``, ``test``/``testing``, as
       the demo set of :func:`~mamba_monai.data.ensure_demo_mri_dataset`): each split is the cases of its folder
-      (an absent folder gives an empty list).
+      (an absent or empty folder gives an empty list).
     - Otherwise (a BraTS or IXI folder as distributed: one folder of cases) the cases are split deterministically:
       case ``c`` goes to validation when ``h(seed, c) < val_fraction``, to test when it falls in the next
       ``test_fraction``, else to training, with ``h`` a SHA-256 hash of the seed and the case id mapped to [0, 1).
@@ -373,10 +386,9 @@ def mri_dataset_splits(
         for split, names in _SPLIT_FOLDERS.items()
     }
     if any(found.values()):
-        out = {
-            split: find_mri_cases(folder, contrasts, include_seg) if folder is not None else []
-            for split, folder in found.items()
-        }
+        out = {split: _cases_in(folder, contrasts, include_seg) for split, folder in found.items()}
+        if not any(out.values()):
+            find_mri_cases(root, contrasts, include_seg)  # raises, naming the layouts looked for
         logger.info(
             "MRI splits from the sub-folders of '%s': %s.", root,
             ", ".join(f"{k} {len(v)} ({os.path.basename(found[k]) if found[k] else 'none'})" for k, v in out.items()),

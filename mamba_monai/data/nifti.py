@@ -121,7 +121,11 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> str:
 
 
 def write_nifti(
-    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: DTypeLike | None = None
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | os.PathLike,
+    dtype: DTypeLike | None = None,
+    description: str | None = None,
 ) -> str:
     """Write ``array`` as a NIfTI-1 file with ``affine`` in both qform and sform (code 1, scanner), atomically.
 
@@ -134,6 +138,8 @@ def write_nifti(
         path: destination ending in ``.nii.gz`` (compressed) or ``.nii``.
         dtype: on-disk data type (e.g. ``np.int16`` for CT in HU, ``np.uint8`` for labels). Default: the
             array's own dtype. Values are cast without scaling (``scl_slope`` unset).
+        description: text for the header's ``descrip`` field (ASCII; 79 characters at most, the field's 80 bytes
+            end with a NUL). Default None.
 
     Returns:
         ``path`` as a string.
@@ -155,6 +161,8 @@ def write_nifti(
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
+    if description is not None:
+        img.header["descrip"] = description.encode("ascii", "replace")[:79]
     tmp = _temp_path_beside(path, suffix)
     try:
         nib.save(img, tmp)

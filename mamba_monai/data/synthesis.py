@@ -13,7 +13,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection
@@ -21,7 +20,7 @@ from monai.data import FolderLayout, MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import ImageMetaKey, optional_import
 
-from mamba_monai.data.nifti import _temp_path_beside, atomic_write_text
+from mamba_monai.data.nifti import atomic_write_text, write_nifti
 from mamba_monai.data.outputs import UniqueNameFormatter
 from mamba_monai.data.validation import source_filename
 
@@ -51,23 +50,6 @@ def _middle_slice(image: np.ndarray) -> int:
     if occupied.size == 0:
         return image.shape[-1] // 2
     return int((occupied[0] + occupied[-1]) // 2)
-
-
-def _write_nifti(array: np.ndarray, affine: np.ndarray, path: str, description: str) -> str:
-    img = nib.Nifti1Image(array, affine)
-    img.set_data_dtype(array.dtype)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = description.encode("ascii", "replace")[:_DESCRIP_LEN]
-    tmp = _temp_path_beside(path, ".nii.gz")
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 class SaveSynthesisd(MapTransform):
@@ -225,7 +207,7 @@ class SaveSynthesisd(MapTransform):
         out_path = self._output_path(stand_in)
         stem = out_path[: -len(".nii.gz")]
         description = synthesis_description(self.target_name, names_used, self.description_prefix)
-        _write_nifti(array[0].astype(self.output_dtype, copy=False), affine.astype(np.float64), out_path, description)
+        write_nifti(array[0], affine.astype(np.float64), out_path, dtype=self.output_dtype, description=description)
 
         has_target = self.scale_key in d
         scale = float(_numpy(d[self.scale_key]).reshape(-1)[0]) if has_target else self.default_scale

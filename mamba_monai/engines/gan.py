@@ -214,7 +214,9 @@ class PairedGANTrainer(Trainer):
         )
         self.g_network, self.g_optimizer = g_network, g_optimizer
         self.d_network, self.d_optimizer = d_network, d_optimizer
-        self.adversarial_loss = PatchAdversarialLoss(criterion="least_squares") if adversarial_loss is None else adversarial_loss
+        if adversarial_loss is None:
+            adversarial_loss = PatchAdversarialLoss(criterion="least_squares")
+        self.adversarial_loss = adversarial_loss
         self.recon_loss = torch.nn.L1Loss() if recon_loss is None else recon_loss
         self.frequency_loss = frequency_loss
         self.recon_weight, self.adversarial_weight = float(recon_weight), float(adversarial_weight)

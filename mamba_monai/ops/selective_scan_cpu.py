@@ -33,7 +33,9 @@ reference. There it saves no checkpoints, and its gradient reruns that forward u
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -275,11 +277,23 @@ if has_numba:
     _scan_bwd_kernel = _jit(_scan_bwd)
 
 
-def _set_threads() -> int:
-    """Run numba's kernels with torch's intra-op thread count (capped by numba's pool size)."""
-    nthreads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(nthreads)
-    return nthreads
+def _numba_threads() -> int:
+    """The kernels run with torch's intra-op thread count, capped by numba's pool size."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+@contextlib.contextmanager
+def _launch() -> Iterator[None]:
+    """A numba kernel launch with :func:`_numba_threads` threads. The first launch starts numba's OpenMP pool, which
+    resets the OpenMP thread count torch uses (to ``NUMBA_NUM_THREADS``): a process that asked torch for 1 thread
+    would run every later torch op on all cores. torch's count is put back afterwards."""
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(_numba_threads())
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -332,13 +346,13 @@ def _run_fwd(ops: tuple[torch.Tensor, ...], softplus: bool, has_z: bool, chunk: 
     out = u_c.new_empty(b, d, length)
     last = u_c.new_empty(b, d, n_state)
     ckpt = u_c.new_empty(b, d, -(-length // chunk) if save_checkpoints else 0, n_state)
-    _set_threads()
     ec, itype, ebias, shift = _exp_consts(u_c.dtype)
-    _scan_fwd_kernel(
-        _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
-        bool(softplus), bool(has_z), int(chunk), bool(save_checkpoints),
-        _np(out), _np(last), _np(ckpt), _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
-    )  # fmt: skip
+    with _launch():
+        _scan_fwd_kernel(
+            _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
+            bool(softplus), bool(has_z), int(chunk), bool(save_checkpoints),
+            _np(out), _np(last), _np(ckpt), _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
+        )  # fmt: skip
     return out, last, ckpt
 
 
@@ -474,7 +488,7 @@ def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chun
         )
     dout_c = dout.detach().to(compute).contiguous()
     dlast_c = dlast.detach().to(compute).contiguous() if dlast is not None else u_c.new_zeros(b, d, n_state)
-    nthreads = _set_threads()
+    nthreads = _numba_threads()
     dg = d // g
     nseg = min(dg, max(1, math.ceil(2 * nthreads / (b * g))))
     du = torch.empty_like(u_c)
@@ -486,12 +500,13 @@ def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chun
     dBt_p = u_c.new_zeros(nseg, b, g, length, n_state)
     dCt_p = u_c.new_zeros(nseg, b, g, length, n_state)
     ec, itype, ebias, shift = _exp_consts(compute)
-    _scan_bwd_kernel(
-        _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
-        bool(delta_softplus), has_z, int(chunk), _np(ckpt), _np(dout_c), _np(dlast_c), int(nseg),
-        _np(du), _np(ddelta), _np(dA_p), _np(dBt_p), _np(dCt_p), _np(dD_p), _np(dbias_p), _np(dz),
-        _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
-    )  # fmt: skip
+    with _launch():
+        _scan_bwd_kernel(
+            _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
+            bool(delta_softplus), has_z, int(chunk), _np(ckpt), _np(dout_c), _np(dlast_c), int(nseg),
+            _np(du), _np(ddelta), _np(dA_p), _np(dBt_p), _np(dCt_p), _np(dD_p), _np(dbias_p), _np(dz),
+            _np(ec), _np(torch.zeros(1, dtype=itype)), ebias, shift,
+        )  # fmt: skip
     dB = dBt_p.sum(0).transpose(-1, -2).reshape(B.shape).contiguous()  # (b, g, N, L) -> layout of B
     dC = dCt_p.sum(0).transpose(-1, -2).reshape(C.shape).contiguous()
     dz = dz if has_z else u_c.new_empty(0)

@@ -25,7 +25,9 @@ def _as_2d(name: str, value: Any) -> np.ndarray:
     arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     arr = np.squeeze(arr)
     if arr.ndim != 2:
-        raise ValueError(f"Panel tile '{name}' must be a 2D slice (after squeezing), got shape {tuple(np.shape(value))}.")
+        raise ValueError(
+            f"Panel tile '{name}' must be a 2D slice (after squeezing), got shape {tuple(np.shape(value))}."
+        )
     return arr.astype(np.float32)
 
 
@@ -103,7 +105,9 @@ def synthesis_panel(
     if target is not None:
         real = _as_2d(target_name, target)
         if real.shape != shape:
-            raise ValueError(f"Panel tile '{target_name}' has shape {real.shape}, the synthesis {shape}; they must match.")
+            raise ValueError(
+                f"Panel tile '{target_name}' has shape {real.shape}, the synthesis {shape}; they must match."
+            )
         tiles.append((f"{target_name} real", _gray(_display(real))))
         tiles.append((f"|error| 0-{error_range:g}", _hot(_display(np.abs(syn - real)), float(error_range))))
 
