@@ -22,7 +22,14 @@ from monai.networks.nets import PatchDiscriminator
 from PIL import Image
 
 from mamba_monai.bundle import bundle_dir, bundle_workflow, run_workflow, verify_bundle_metadata
-from mamba_monai.bundle.testing import run_bundle, run_bundle_with_torchrun, snapshot_tree, tensorboard_writer_pids
+from mamba_monai.bundle.testing import (
+    record_cases_config,
+    recorded_cases,
+    run_bundle,
+    run_bundle_with_torchrun,
+    snapshot_tree,
+    tensorboard_writer_pids,
+)
 from mamba_monai.data import ensure_demo_mri_dataset, find_mri_cases, mri_dataset_splits
 from mamba_monai.engines import PairedGANTrainer, SynthesisPrepareBatch
 from mamba_monai.inferers import SliceInfererWithArgs
@@ -390,10 +397,15 @@ def test_torchrun_two_processes_train_with_one_writer(tmp_path):
     data = str(tmp_path / "data")
     ensure_demo_mri_dataset(data, num_train=2, num_val=2, num_test=0, size_scale=0.4)
     ckpt_dir, log_dir = tmp_path / "models", tmp_path / "eval"
+    record = record_cases_config(tmp_path / "record_cases.json")
     run_bundle_with_torchrun(
-        BUNDLE, ["train.json", "multi_gpu_train.json"], nproc=2, dataset_dir=data, ckpt_dir=ckpt_dir,
+        BUNDLE, ["train.json", "multi_gpu_train.json", record], nproc=2, dataset_dir=data, ckpt_dir=ckpt_dir,
         output_dir=log_dir, epochs=1, val_interval=1, **TINY_TRAIN,
     )
+    # the two ranks trained on different cases (a case is its folder), together on every training case
+    rank0, rank1 = ({os.path.basename(os.path.dirname(p)) for p in files} for files in recorded_cases(log_dir))
+    assert rank0 and rank1 and not rank0 & rank1, (rank0, rank1)
+    assert rank0 | rank1 == set(os.listdir(os.path.join(data, "train")))
     assert (ckpt_dir / "model.pt").is_file() and (ckpt_dir / "checkpoint_latest.pt").is_file()
     assert len(tensorboard_writer_pids(str(log_dir))) == 1
     ckpt = torch.load(ckpt_dir / "checkpoint_latest.pt", weights_only=False)

@@ -21,6 +21,8 @@ from mamba_monai.bundle import bundle_dir, bundle_workflow, run_workflow, verify
 from mamba_monai.bundle.testing import (
     assert_outputs_match_inputs,
     export_and_compare,
+    record_cases_config,
+    recorded_cases,
     run_bundle_with_torchrun,
     tensorboard_writer_pids,
 )
@@ -198,12 +200,21 @@ def test_export_with_default_arguments_matches_eager(run_dir, tmp_path):
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_torchrun_two_processes_train_with_one_writer(bundle, tmp_path):
     data_dir = str(tmp_path / "data")
-    SPECS[bundle].demo(data_dir)
     ckpt_dir, log_dir = tmp_path / "models", tmp_path / "eval"
+    SPECS[bundle].demo(data_dir)
+    record = record_cases_config(tmp_path / "record_cases.json")
     run_bundle_with_torchrun(
-        bundle, ["train.json", "multi_gpu_train.json"], nproc=2, dataset_dir=data_dir, ckpt_dir=ckpt_dir,
+        bundle, ["train.json", "multi_gpu_train.json", record], nproc=2, dataset_dir=data_dir, ckpt_dir=ckpt_dir,
         output_dir=log_dir, epochs=1, val_interval=1, **SPECS[bundle].train_overrides,
     )
     assert (ckpt_dir / "model.pt").is_file() and (ckpt_dir / "checkpoint_latest.pt").is_file()
     # rank 0 alone writes TensorBoard files; other ranks must not leave (empty) event files beside them
     assert len(tensorboard_writer_pids(str(log_dir))) == 1
+    # the ranks trained on disjoint halves of the training cases, together all of them
+    rank0, rank1 = recorded_cases(log_dir, nproc=2)
+    parser = ConfigParser()
+    parser.read_config(os.path.join(_configs(bundle), "train.json"))
+    parser.update({"bundle_root": bundle_dir(bundle), "dataset_dir": data_dir, "output_dir": str(tmp_path / "cases")})
+    training = {item["image"] for item in parser.get_parsed_content("train#dataset#data")}
+    assert rank0 and rank1 and not rank0 & rank1, (rank0, rank1)
+    assert {os.path.normpath(p) for p in rank0 | rank1} == {os.path.normpath(p) for p in training}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .handlers import ResumableCheckpoint
+from .handlers import CaseRecorder, ResumableCheckpoint
 from .trainer import Trainer, TrainingConfig
 from .utils import (
     BUNDLES_DIR,
@@ -18,6 +18,7 @@ from .utils import (
 __all__ = [
     "BUNDLES_DIR",
     "SCHEMA_PATH",
+    "CaseRecorder",
     "ResumableCheckpoint",
     "Trainer",
     "TrainingConfig",

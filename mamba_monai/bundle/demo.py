@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 
 from mamba_monai.bundle.utils import bundle_dir, bundle_workflow, list_bundles, run_workflow
+from mamba_monai.data.dicom import write_dicom_like
+from mamba_monai.visualize.curves import plot_training_curves
 
 __all__ = ["run_demo"]
 
@@ -61,7 +63,36 @@ def _run_one(bundle: str, epochs: int, out: str) -> tuple[dict[str, float], dict
     run_workflow(evaluate)
     figures["evaluate_seconds"] = time.time() - t0
     figures.update(_engine_metrics(evaluate, "validate#evaluator"))
-    return figures, {"predictions": predictions, "metric CSVs": eval_dir, "checkpoints": ckpt_dir}
+    places = {"predictions": predictions, "metric CSVs": eval_dir, "checkpoints": ckpt_dir}
+
+    curve = plot_training_curves(eval_dir, os.path.join(out, "training_curves.png"), title=f"{bundle}: fine-tuning")
+    if curve:
+        places["training curve"] = curve
+    if _writes_dicom_seg(bundle):
+        t0 = time.time()
+        places["DICOM SEG"] = _infer_on_dicom(bundle, predictions, ckpt_dir, out)
+        figures["dicom_inference_seconds"] = time.time() - t0
+    return figures, places
+
+
+def _writes_dicom_seg(bundle: str) -> bool:
+    with open(os.path.join(bundle_dir(bundle), "configs", "inference.json")) as f:
+        return "SaveDicomSegd" in f.read()
+
+
+def _infer_on_dicom(bundle: str, predictions: str, ckpt_dir: str, out: str) -> str:
+    """The DICOM path as a hospital uses it: the first demo test image sent as DICOM (a CT series, an ultrasound
+    frame), inferred again from it; the bundle writes a NIfTI and a DICOM SEG that references the source."""
+    with open(os.path.join(predictions, "mapping.json")) as f:
+        first = json.load(f)[0]["input"]
+    dicom_in, dicom_out = os.path.join(out, "dicom_input"), os.path.join(out, "predictions_dicom")
+    write_dicom_like(first, dicom_in)
+    infer = bundle_workflow(
+        bundle, "inference", workflow_type="infer", dataset_dir=dicom_in, output_dir=dicom_out,
+        **{"checkpointloader#load_path": os.path.join(ckpt_dir, "model.pt")},
+    )
+    run_workflow(infer)
+    return dicom_out
 
 
 def run_demo(
@@ -69,7 +100,8 @@ def run_demo(
 ) -> dict[str, dict[str, float]]:
     """
     For each bundle: train ``epochs`` epochs on its demo data (from the shipped ``models/model.pt`` when it exists),
-    run inference on the demo test images and evaluate on the validation cases. Nothing in the bundle folders is
+    run inference on the demo test images and evaluate on the validation cases; a segmentation bundle also infers
+    from the first test image sent as DICOM and writes a DICOM SEG; the training curves go to a PNG. Nothing in the bundle folders is
     overwritten: checkpoints, predictions and metric CSVs go to ``output_dir/<bundle>`` (default:
     ``./mamba_monai_demo``). Ends with one table of the figures measured and where the outputs are.
 
@@ -101,6 +133,9 @@ def _print_summary(results: dict[str, dict[str, float]], places: dict[str, dict[
         for i, (name, value) in enumerate(figures.items()):
             print(f"{bundle if i == 0 else '':<24}{name:<32}{value:>12.4f}")
         for what, path in places[bundle].items():
+            if os.path.isfile(path):
+                print(f"{'':<24}{what + ':':<16}{path}")
+                continue
             count = len([p for p in glob.glob(os.path.join(path, "*")) if os.path.isfile(p)])
             print(f"{'':<24}{what + ':':<16}{path} ({count} files)")
         print("-" * width)

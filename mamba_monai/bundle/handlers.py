@@ -6,12 +6,13 @@ import logging
 import os
 
 import torch
+from monai.data import MetaTensor
 from monai.utils import optional_import
 
 Events, _ = optional_import("ignite.engine", name="Events")
 idist, _ = optional_import("ignite.distributed")
 
-__all__ = ["ResumableCheckpoint"]
+__all__ = ["CaseRecorder", "ResumableCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +93,40 @@ class ResumableCheckpoint:
 
 def _unwrap(obj):
     return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
+
+
+class CaseRecorder:
+    """
+    Writes the source file of every case an engine receives, one line per case and iteration (``<epoch>\t
+    <iteration>\t<file>``), to ``output_file``: which cases each process of a ``torchrun`` run trained on
+    (give each rank its own file, e.g. ``"$@output_dir + '/cases_rank' + str(dist.get_rank()) + '.txt'"``), or
+    what a run actually read. The file is the ``filename_or_obj`` of the batch's first MetaTensor (per item).
+
+    Args:
+        output_file: the text file to write (truncated when the handler is attached).
+    """
+
+    def __init__(self, output_file: str | os.PathLike) -> None:
+        self.output_file = os.fspath(output_file)
+
+    def attach(self, engine) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.output_file)), exist_ok=True)
+        open(self.output_file, "w").close()
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    @staticmethod
+    def _sources(batch) -> list[str]:
+        """One name per item: of a collated batch, or of the list of items MONAI's engines decollate it into."""
+        names: list[str] = []
+        for item in batch if isinstance(batch, (list, tuple)) else [batch]:
+            values = item.values() if isinstance(item, dict) else [item]
+            meta = next((v.meta for v in values if isinstance(v, MetaTensor) and "filename_or_obj" in v.meta), None)
+            if meta is not None:
+                value = meta["filename_or_obj"]
+                names.extend(str(n) for n in (value if isinstance(value, (list, tuple)) else [value]))
+        return names
+
+    def __call__(self, engine) -> None:
+        with open(self.output_file, "a", encoding="utf-8") as f:
+            for name in self._sources(engine.state.batch):
+                f.write(f"{engine.state.epoch}\t{engine.state.iteration}\t{name}\n")

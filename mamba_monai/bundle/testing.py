@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ __all__ = [
     "write_hospital_like_inputs",
     "export_and_compare",
     "run_bundle_with_torchrun",
+    "record_cases_config",
+    "recorded_cases",
     "tensorboard_writer_pids",
 ]
 
@@ -138,10 +141,10 @@ def run_bundle(
     in the bundle's folder, or under ``torchrun --standalone --nproc_per_node=nproc`` when ``nproc`` > 0 (CPU
     processes use gloo). ``config_files`` are names under ``configs/`` (``"train.json"``); ``override`` become
     ``--key value`` arguments. With ``check`` an ``AssertionError`` carrying the output is raised when the exit
-    status is not 0.
+    status is not 0. An absolute path in ``config_files`` is merged as it is (a test's own extra config).
     """
     root = bundle_dir(bundle)
-    files = "[" + ",".join(f"'configs/{name}'" for name in config_files) + "]"
+    files = "[" + ",".join(f"'{name}'" if os.path.isabs(name) else f"'configs/{name}'" for name in config_files) + "]"
     launcher = [sys.executable, "-m"]
     if nproc > 0:
         launcher += ["torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}", "-m"]
@@ -160,6 +163,31 @@ def run_bundle_with_torchrun(
 ) -> subprocess.CompletedProcess:
     """:func:`run_bundle` under ``torchrun`` with ``nproc`` processes; raises with the output when it fails."""
     return run_bundle(bundle, config_files, nproc=nproc, timeout=timeout, **override)
+
+
+def record_cases_config(path: str | os.PathLike, engine: str = "@train#trainer") -> str:
+    """Write an extra bundle config that makes every rank of a ``torchrun`` run record the cases its trainer
+    receives (:class:`~mamba_monai.bundle.CaseRecorder`) in ``@output_dir/cases_rank<r>.txt``; merge it after
+    ``multi_gpu_train.json`` (pass its absolute path to :func:`run_bundle`). Returns the path."""
+    config = {
+        "case_recorder": {
+            "_target_": "mamba_monai.bundle.CaseRecorder",
+            "output_file": "$@output_dir + '/cases_rank' + str(dist.get_rank()) + '.txt'",
+        },
+        "run": [f"$@case_recorder.attach({engine})", f"${engine}.run()"],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=4)
+    return os.fspath(path)
+
+
+def recorded_cases(output_dir: str | os.PathLike, nproc: int = 2) -> list[set[str]]:
+    """The files each rank recorded with :func:`record_cases_config`, one set per rank."""
+    ranks = []
+    for rank in range(nproc):
+        with open(os.path.join(os.fspath(output_dir), f"cases_rank{rank}.txt"), encoding="utf-8") as f:
+            ranks.append({line.rstrip("\n").split("\t")[2] for line in f if line.strip()})
+    return ranks
 
 
 def snapshot_tree(root: str) -> dict[str, str]:

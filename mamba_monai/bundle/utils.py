@@ -85,16 +85,23 @@ def verify_bundle_metadata(bundle: str) -> None:
     verify_metadata(meta_file=os.path.join(bundle_dir(bundle), "configs", "metadata.json"), filepath=SCHEMA_PATH)
 
 
-def inference_datalist(image_dir: str, pattern: str | None = None) -> list[dict]:
+def inference_datalist(image_dir: str, pattern: str | None = None, dicom_series: bool = True) -> list[dict]:
     """
-    Every image file in ``image_dir``, or in its ``imagesTs/`` sub-folder when it has one (the Decathlon layout),
-    as ``[{"image": path}, ...]`` sorted by name, for a bundle's inference: NIfTI, DICOM (``.dcm``) and the 2D
-    formats PNG, JPEG, BMP, TIFF (``pattern``, e.g. ``"*.nii.gz"``, narrows it). Files are not read here: an
-    unreadable or invalid one is skipped and named by the inference itself
+    Every image in ``image_dir``, or in its ``imagesTs/`` sub-folder when it has one (the Decathlon layout), as
+    ``[{"image": ...}, ...]`` sorted by name, for a bundle's inference: NIfTI and the 2D formats PNG, JPEG, BMP,
+    TIFF at the top of the folder (``pattern``, e.g. ``"*.nii.gz"``, narrows it to matching files), and DICOM.
+
+    DICOM files are found in the folder and its sub-folders (by suffix or by their ``DICM`` preamble) and, with
+    ``dicom_series`` (3D bundles), grouped by ``SeriesInstanceUID`` (:func:`~mamba_monai.data.find_dicom_series`):
+    a series alone in its folder is listed as that folder, a series in a flat folder of mixed series as the list
+    of its files (both read as one volume by :class:`~mamba_monai.data.SafeLoadImaged`). Without ``dicom_series``
+    (2D bundles), every DICOM file is an image of its own.
+
+    Files are not read here: an unreadable or invalid one is skipped and named by the inference itself
     (:class:`~mamba_monai.data.IsolatedDataset` with :class:`~mamba_monai.engines.CaseIsolatingEvaluator`), so
     each file is read once, and a file of the wrong kind (a 2D image given to a 3D bundle) is named there.
     """
-    from mamba_monai.data import IMAGE_2D_SUFFIXES, datalist_from_folder
+    from mamba_monai.data import IMAGE_2D_SUFFIXES, datalist_from_folder, find_dicom_series, is_dicom_file
 
     folder = os.path.join(image_dir, "imagesTs")
     folder = folder if os.path.isdir(folder) else image_dir
@@ -102,13 +109,26 @@ def inference_datalist(image_dir: str, pattern: str | None = None) -> list[dict]
         return datalist_from_folder(folder, pattern=pattern)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Image folder '{folder}' does not exist; check `dataset_dir` / `image_dir`.")
-    suffixes = tuple(IMAGE_2D_SUFFIXES)  # NIfTI and DICOM are among them
-    names = sorted(
-        n for n in os.listdir(folder)
+    folder = os.path.abspath(folder)
+    suffixes = tuple(IMAGE_2D_SUFFIXES)  # NIfTI is among them
+    items = [
+        (n, {"image": os.path.join(folder, n)}) for n in os.listdir(folder)
         if not n.startswith(".") and n.lower().endswith(suffixes) and os.path.isfile(os.path.join(folder, n))
-    )
-    if not names:
-        raise FileNotFoundError(
-            f"No image in '{folder}' (looked for {', '.join(sorted(suffixes))}); check `dataset_dir` / `image_dir`."
+        and not is_dicom_file(os.path.join(folder, n))
+    ]
+    for files in find_dicom_series(folder):
+        if not dicom_series:
+            items.extend((os.path.relpath(f, folder), {"image": f}) for f in files)
+            continue
+        parent = os.path.dirname(files[0])
+        alone = parent != folder and len(files) > 1 and all(os.path.dirname(f) == parent for f in files) and not any(
+            is_dicom_file(os.path.join(parent, n)) for n in os.listdir(parent) if os.path.join(parent, n) not in files
         )
-    return [{"image": os.path.join(os.path.abspath(folder), n)} for n in names]
+        image = parent if alone else (files if len(files) > 1 else files[0])
+        items.append((os.path.relpath(files[0], folder), {"image": image}))
+    if not items:
+        raise FileNotFoundError(
+            f"No image in '{folder}' (looked for {', '.join(sorted(suffixes))} and DICOM series); check "
+            "`dataset_dir` / `image_dir`."
+        )
+    return [item for _, item in sorted(items, key=lambda t: t[0])]

@@ -22,7 +22,15 @@ from mamba_monai.data.datalist import (
 )
 from mamba_monai.data.demo_ct import DEMO_CT_LABELS, DEMO_CT_VERSION, ensure_demo_ct_dataset, generate_demo_ct_case
 from mamba_monai.data.demo import ensure_demo_dataset
-from mamba_monai.data.dicom import write_dicom_image
+from mamba_monai.data.dicom import (
+    DicomSeriesReader,
+    find_dicom_series,
+    series_name,
+    write_dicom_image,
+    write_dicom_like,
+    write_dicom_series,
+)
+from mamba_monai.data.dicom_seg import SaveDicomSegd, labels_on_source_frames, segment_names, write_dicom_seg
 from mamba_monai.data.demo_2d import (
     DEMO_2D_LABELS,
     DEMO_2D_STYLES,
@@ -102,6 +110,15 @@ __all__ = [
     "describe_failure",
     "ensure_demo_dataset",
     "write_dicom_image",
+    "write_dicom_series",
+    "write_dicom_like",
+    "DicomSeriesReader",
+    "find_dicom_series",
+    "series_name",
+    "SaveDicomSegd",
+    "labels_on_source_frames",
+    "segment_names",
+    "write_dicom_seg",
     "isolated_collate",
     "validate_cases",
     "validate_datalist",

@@ -380,6 +380,8 @@ class LoadImage2Dd(MapTransform):
             ) from err
         if dicom is not None:
             img = self._fix_dicom(img, dicom)
+            if not is_label and isinstance(img, MetaTensor):
+                img.meta["dicom_files"] = os.path.abspath(path)  # for a DICOM SEG writer (SaveDicomSegd)
         problem = nifti_header_problem(path)  # MONAI's reader would put an identity in place of a singular affine
         if problem is not None:
             raise InvalidCaseError(f"'{key}' of {path} has {problem} in its header", AFFINE_FIX, path)

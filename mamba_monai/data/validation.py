@@ -376,6 +376,12 @@ class SafeLoadImaged(LoadImaged):
         InvalidCaseError: a NIfTI header with an unusable affine.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from mamba_monai.data.dicom import DicomSeriesReader
+
+        self._loader.register(DicomSeriesReader())  # a series folder or a list of slice files is one volume
+
     def __call__(self, data, reader=None):  # type: ignore[override]
         d = dict(data)
         for key, meta_key, meta_key_postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
@@ -394,6 +400,7 @@ class SafeLoadImaged(LoadImaged):
                 problem = nifti_header_problem(path)
                 if problem is not None:
                     raise InvalidCaseError(f"'{key}' of {path} has {problem} in its header", AFFINE_FIX, path)
+            _note_dicom_source(loaded if self._loader.image_only else loaded[1], d[key])
             if self._loader.image_only:
                 d[key] = loaded
                 continue
@@ -403,6 +410,28 @@ class SafeLoadImaged(LoadImaged):
                 raise KeyError(f"Metadata with key {meta_key} already exists and overwriting=False.")
             d[meta_key] = loaded[1]
         return d
+
+
+def _note_dicom_source(loaded: Any, source: Any) -> None:
+    """For a DICOM input, record its slice files (``meta["dicom_files"]``, newline-separated, for a DICOM SEG
+    writer) and name a series given as a list of files after its folder and series number (MONAI would name it
+    after its first slice file)."""
+    from mamba_monai.data.dicom import find_dicom_series, series_name
+    from mamba_monai.data.image2d import is_dicom_file
+
+    meta = loaded.meta if isinstance(loaded, MetaTensor) else loaded
+    paths = _paths_of(source)
+    if not isinstance(meta, dict) or not paths:
+        return
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        files = [f for group in find_dicom_series(paths[0], recursive=False) for f in group]
+    elif all(is_dicom_file(p) for p in paths):
+        files = list(paths)
+    else:
+        return
+    meta["dicom_files"] = "\n".join(os.path.abspath(f) for f in files)
+    if len(paths) > 1:
+        meta["filename_or_obj"] = os.path.join(os.path.dirname(os.path.abspath(paths[0])), series_name(paths))
 
 
 def check_readable(path: str | os.PathLike) -> None:

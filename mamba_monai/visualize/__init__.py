@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .curves import plot_training_curves, read_scalars
 from .panels import synthesis_panel, write_synthesis_panel
 
-__all__ = ["synthesis_panel", "write_synthesis_panel"]
+__all__ = ["plot_training_curves", "read_scalars", "synthesis_panel", "write_synthesis_panel"]
