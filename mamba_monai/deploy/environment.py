@@ -15,6 +15,8 @@ import sys
 import sysconfig
 import venv
 
+from mamba_monai._venv import env_python, imports_work, site_packages_of
+
 __all__ = ["DEFAULT_DEPLOY_ENV", "SDK_REQUIREMENT", "deploy_python", "ensure_deploy_env"]
 
 # one environment per parent environment: it reads the parent's packages through a .pth written at build time
@@ -26,16 +28,12 @@ DEFAULT_DEPLOY_ENV = os.environ.get(
 SDK_REQUIREMENT = "monai-deploy-app-sdk==4.0.0"
 
 
+_PROBE = ("monai.deploy.core", "holoscan", "mamba_monai.deploy.segmentation_app")
+
+
 def deploy_python(env_dir: str = DEFAULT_DEPLOY_ENV) -> str:
     """The Python interpreter of the deploy environment."""
-    return os.path.join(env_dir, "bin", "python")
-
-
-def _works(python: str) -> bool:
-    if not os.path.isfile(python):
-        return False
-    probe = "import monai.deploy.core, holoscan, mamba_monai.deploy.segmentation_app"
-    return subprocess.run([python, "-c", probe], capture_output=True, timeout=300).returncode == 0
+    return env_python(env_dir)
 
 
 def ensure_deploy_env(env_dir: str = DEFAULT_DEPLOY_ENV, quiet: bool = True) -> str:
@@ -57,11 +55,10 @@ def ensure_deploy_env(env_dir: str = DEFAULT_DEPLOY_ENV, quiet: bool = True) -> 
     import monai
 
     python = deploy_python(env_dir)
-    if _works(python):
+    if imports_work(python, _PROBE):
         return python
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    own = site_packages_of(python)
     parents = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     with open(os.path.join(own, "00_parent_environment.pth"), "w", encoding="utf-8") as f:
         # addsitedir (not a bare path) so that the parent's own .pth files (editable installs) are read too; "00" so
@@ -73,7 +70,7 @@ def ensure_deploy_env(env_dir: str = DEFAULT_DEPLOY_ENV, quiet: bool = True) -> 
         if proc.returncode != 0:
             raise RuntimeError(f"Building the deploy environment in {env_dir} failed at `pip install {' '.join(args)}`:"
                                f"\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    if not _works(python):
+    if not imports_work(python, _PROBE):
         raise RuntimeError(f"The deploy environment in {env_dir} was built but cannot import the SDK and the app.")
     return python
 
