@@ -205,3 +205,52 @@ def test_write_dicom_like_sends_a_volume_as_a_series_and_an_image_as_a_frame(tmp
     frame = pydicom.dcmread(write_dicom_like(tmp_path / "us.png", tmp_path / "dicom"))
     assert (frame.Rows, frame.Columns, frame.Modality) == (12, 7, "US")
     np.testing.assert_array_equal(frame.pixel_array, np.arange(12 * 7).reshape(12, 7))
+
+
+def test_mri_contrast_named_by_series_description():
+    from mamba_monai.data.mri import dicom_contrast
+
+    named = {"AX T2 FLAIR": "flair", "T1 POST GD": "t1ce", "T1 3D +C": "t1ce", "t1ce": "t1ce", "T1 MPRAGE": "t1",
+             "AX T2 TSE": "t2", "PD": "pd", "DWI b1000": None, "Localizer": None}
+    assert {text: dicom_contrast(text) for text in named} == named
+
+
+@pytest.mark.slow
+def test_synthesis_from_a_dicom_study_is_written_as_a_derived_series(tmp_path):
+    from mamba_monai.data import ensure_demo_mri_dataset, find_mri_cases
+
+    ensure_demo_mri_dataset(str(tmp_path / "nifti"), num_train=1, num_val=1, num_test=1, size_scale=0.4)
+    (case,) = [c for c in (tmp_path / "nifti" / "test").iterdir() if c.is_dir()]
+    study, study_uid = tmp_path / "study", pydicom.uid.generate_uid()
+    described = {"t1": "AX T1 SE", "t1ce": "AX T1 POST GD", "t2": "AX T2 TSE", "flair": "AX T2 FLAIR"}
+    sources = {}
+    for number, (contrast, description) in enumerate(described.items(), start=1):
+        nifti = case / f"{case.name}_{contrast}.nii.gz"
+        if nifti.is_file():
+            img = nib.load(str(nifti))
+            sources[contrast] = write_dicom_series(study / "patient1" / contrast, np.asarray(img.dataobj, np.float32),
+                                                   img.affine, modality="MR", SeriesDescription=description,
+                                                   StudyInstanceUID=study_uid, SeriesNumber=number)
+    write_dicom_series(study / "patient1" / "loc", np.zeros((8, 8, 3)), np.eye(4), modality="MR",
+                       SeriesDescription="3-plane localizer", StudyInstanceUID=study_uid, SeriesNumber=9)
+    (found,) = find_mri_cases(str(study))
+    assert found["layout"] == "dicom" and set(found) - {"case", "layout"} == set(sources)
+
+    out = tmp_path / "out"
+    run_bundle("medgan_ssm_synthesis", ["inference.json"], dataset_dir=str(study), output_dir=str(out))
+    synthesis = nib.load(str(out / "patient1_flair_synth.nii.gz"))
+    series = sorted((out / "patient1_flair_synth_dicom").glob("*.dcm"))
+    reference = sources["flair"]  # the grid of the case: its real FLAIR series
+    assert len(series) == len(reference)
+    written = [pydicom.dcmread(str(p)) for p in series]
+    originals = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(f) for f in reference)}
+    for ds in written:
+        (source,) = ds.SourceImageSequence
+        original = originals[source.ReferencedSOPInstanceUID]
+        assert list(ds.ImagePositionPatient) == list(original.ImagePositionPatient)
+        assert ds.SeriesInstanceUID != original.SeriesInstanceUID and ds.StudyInstanceUID == study_uid
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and "synthetic FLAIR" in ds.SeriesDescription
+    # read back as a volume, the series holds the synthesis (rounded to integers) on the same grid
+    img = SafeLoadImaged("image", ensure_channel_first=True)({"image": str(out / "patient1_flair_synth_dicom")})["image"]
+    np.testing.assert_allclose(np.asarray(img.affine), synthesis.affine, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(img[0]), np.clip(np.rint(np.asarray(synthesis.dataobj)), 0, None), atol=0.5)

@@ -102,6 +102,7 @@ def inference_datalist(image_dir: str, pattern: str | None = None, dicom_series:
     each file is read once, and a file of the wrong kind (a 2D image given to a 3D bundle) is named there.
     """
     from mamba_monai.data import IMAGE_2D_SUFFIXES, datalist_from_folder, find_dicom_series, is_dicom_file
+    from mamba_monai.data.dicom import series_source
 
     folder = os.path.join(image_dir, "imagesTs")
     folder = folder if os.path.isdir(folder) else image_dir
@@ -120,12 +121,7 @@ def inference_datalist(image_dir: str, pattern: str | None = None, dicom_series:
         if not dicom_series:
             items.extend((os.path.relpath(f, folder), {"image": f}) for f in files)
             continue
-        parent = os.path.dirname(files[0])
-        alone = parent != folder and len(files) > 1 and all(os.path.dirname(f) == parent for f in files) and not any(
-            is_dicom_file(os.path.join(parent, n)) for n in os.listdir(parent) if os.path.join(parent, n) not in files
-        )
-        image = parent if alone else (files if len(files) > 1 else files[0])
-        items.append((os.path.relpath(files[0], folder), {"image": image}))
+        items.append((os.path.relpath(files[0], folder), {"image": series_source(files, folder)}))
     if not items:
         raise FileNotFoundError(
             f"No image in '{folder}' (looked for {', '.join(sorted(suffixes))} and DICOM series); check "

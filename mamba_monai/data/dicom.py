@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,8 @@ __all__ = [
     "DicomSeriesReader",
     "find_dicom_series",
     "series_name",
+    "series_source",
+    "write_derived_series",
     "write_dicom_image",
     "write_dicom_like",
     "write_dicom_series",
@@ -238,6 +241,23 @@ def find_dicom_series(folder: str | os.PathLike, recursive: bool = True) -> list
     return list(groups.values())
 
 
+def series_source(files: Sequence[str], top: str | os.PathLike) -> str | list[str]:
+    """How a datalist names one series found under the folder ``top``: its folder when the folder holds this
+    series alone (and is not ``top`` itself), else the list of its files (a flat folder of mixed series), or the
+    file of a single-file series. :class:`DicomSeriesReader` reads all three as one image."""
+    from mamba_monai.data.image2d import is_dicom_file
+
+    if len(files) == 1:
+        return files[0]
+    parent = os.path.dirname(os.path.abspath(files[0]))
+    members = set(map(os.path.abspath, files))
+    alone = parent != os.path.abspath(os.fspath(top)) and all(os.path.dirname(f) == parent for f in members)
+    alone = alone and not any(
+        is_dicom_file(os.path.join(parent, n)) for n in os.listdir(parent) if os.path.join(parent, n) not in members
+    )
+    return parent if alone else list(files)
+
+
 def series_name(files: Sequence[str]) -> str:
     """A file-name-safe name for a series: its folder's name when the folder holds only this series' files,
     else ``<folder>_series<SeriesNumber>`` (a flat folder of mixed series)."""
@@ -320,3 +340,70 @@ class DicomSeriesReader(PydicomReader):
                 f"{len(series)} DICOM series given as one image: {listing}. Give each series its own folder or "
                 "datalist entry (`mamba_monai.data.find_dicom_series` splits a folder by SeriesInstanceUID)."
             )
+
+
+def write_derived_series(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    source_files: Sequence[str],
+    folder: str | os.PathLike,
+    series_description: str,
+    derivation: str = "",
+) -> list[str]:
+    """
+    Write ``volume`` as a DICOM series derived from a source series, slice for slice: each output slice takes the
+    geometry, patient and study of its source slice, the values of ``volume`` at its pixels (nearest voxel, by
+    world position, see :func:`~mamba_monai.data.labels_on_source_frames`), a new series and instance UIDs,
+    ``ImageType`` DERIVED\\SECONDARY, ``DerivationDescription`` and a ``SourceImageSequence`` pointing at the source
+    instance. Values are stored as unsigned 16-bit integers (rounded, clipped at 0); the series number is the
+    source's + 1000.
+
+    Args:
+        volume: (X, Y, Z) array with its 4x4 RAS ``affine`` (e.g. a synthesis on the source's grid).
+        affine: its voxel-to-world affine.
+        source_files: the source series' files.
+        folder: the output folder (created), one ``IM<nnnn>.dcm`` per source slice.
+        series_description: the new series' description (64 characters at most are kept).
+        derivation: ``DerivationDescription`` text. Default: none.
+
+    Returns:
+        the paths written, in the order of ``source_files``.
+    """
+    from mamba_monai.data.dicom_seg import labels_on_source_frames
+
+    sources = [pydicom.dcmread(f) for f in source_files]
+    frames = labels_on_source_frames(np.asarray(volume, dtype=np.float32), affine, sources)
+    series_uid = generate_uid()
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for n, (ds, frame) in enumerate(zip(sources, frames)):
+        out = copy.deepcopy(ds)
+        for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth",
+                        "SmallestImagePixelValue", "LargestImagePixelValue"):
+            if keyword in out:
+                delattr(out, keyword)
+        source = pydicom.Dataset()
+        source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+        out.SourceImageSequence = [source]
+        out.SOPInstanceUID = generate_uid()
+        out.file_meta = ds.file_meta.copy() if hasattr(ds, "file_meta") else FileMetaDataset()
+        out.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+        out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        out.SeriesInstanceUID = series_uid
+        out.SeriesNumber = int(getattr(ds, "SeriesNumber", 0) or 0) + 1000
+        out.SeriesDescription = series_description[:64]
+        out.ImageType = ["DERIVED", "SECONDARY"]
+        if derivation:
+            out.DerivationDescription = derivation[:1024]
+        pixels = np.clip(np.rint(frame), 0, 65535).astype(np.uint16)
+        out.BitsAllocated, out.BitsStored, out.HighBit, out.PixelRepresentation = 16, 16, 15, 0
+        out.SamplesPerPixel, out.PhotometricInterpretation = 1, "MONOCHROME2"
+        out.PixelData = pixels.tobytes()
+        path = os.path.join(os.fspath(folder), f"IM{n + 1:04d}.dcm")
+        try:
+            out.save_as(path, enforce_file_format=True)  # pydicom >= 3
+        except TypeError:  # pragma: no cover - pydicom 2.x
+            out.save_as(path, write_like_original=False)
+        paths.append(path)
+    return paths

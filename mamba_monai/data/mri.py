@@ -44,18 +44,23 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, LoadImage, MapTransform, Randomizable, ResampleToMatch
-from monai.utils import TraceKeys
+from monai.utils import TraceKeys, optional_import
 
+from mamba_monai.data.dicom import DicomSeriesReader
 from mamba_monai.data.validation import (
     AFFINE_FIX,
     ImageReadError,
     InvalidCaseError,
     ValidateImaged,
     nifti_header_problem,
+    note_dicom_source,
 )
+
+pydicom, _ = optional_import("pydicom")
 
 __all__ = [
     "MRI_CONTRASTS",
+    "dicom_contrast",
     "CONTRAST_ALIASES",
     "canonical_contrast",
     "find_mri_cases",
@@ -206,11 +211,16 @@ def find_mri_cases(
                     )
                 case[key] = path
                 break
+    for case_id, case in _dicom_cases(root).items():
+        if case_id in cases:
+            raise ValueError(f"Case '{case_id}' is both a NIfTI case and a DICOM study; keep one per data set folder.")
+        cases[case_id] = case
     if not cases:
         raise FileNotFoundError(
             f"No MRI case found under '{root}': expected BraTS 2018-2021 files '<case>/<case>_t1.nii.gz' "
-            "(_t1ce, _t2, _flair), BraTS 2023 files '<case>/<case>-t1n.nii.gz' (-t1c, -t2w, -t2f) or IXI files "
-            "'IXI-T1/IXI<id>-<site>-<n>-T1.nii.gz' (T2, PD); check `dataset_dir`."
+            "(_t1ce, _t2, _flair), BraTS 2023 files '<case>/<case>-t1n.nii.gz' (-t1c, -t2w, -t2f), IXI files "
+            "'IXI-T1/IXI<id>-<site>-<n>-T1.nii.gz' (T2, PD) or DICOM series whose SeriesDescription names the "
+            "contrast ('T1', 'T1 POST GD', 'T2', 'T2 FLAIR', 'PD'); check `dataset_dir`."
         )
     out = []
     for case_id in sorted(cases):
@@ -225,10 +235,63 @@ def find_mri_cases(
     return out
 
 
+def dicom_contrast(description: str) -> str | None:
+    """The canonical contrast that a DICOM series' ``SeriesDescription`` (or ``ProtocolName``) names, as scanners
+    and PACS exports word it: ``"AX T2 FLAIR"`` -> ``flair``, ``"T1 POST GD"`` / ``"T1+C"`` -> ``t1ce``,
+    ``"T1 MPRAGE"`` -> ``t1``, ``"AX T2 TSE"`` -> ``t2``, ``"PD"`` -> ``pd``; None for anything else (a localiser,
+    a DWI)."""
+    text = description.lower()
+    if "flair" in text or re.search(r"\bt2f\b", text):
+        return "flair"
+    if re.search(r"\bt1\s*(\+\s*c|ce|c|gd|-gd)\b|\bt1\b.*(\bpost\b|\bgad|\bgd\b|contrast|\+\s*c\b)", text):
+        return "t1ce"
+    if re.search(r"\bt2(w)?\b", text):
+        return "t2"
+    if re.search(r"\bt1(w|n)?\b|mprage", text):
+        return "t1"
+    if re.search(r"\bpd(w)?\b|proton density", text):
+        return "pd"
+    return None
+
+
+def _dicom_cases(root: str) -> dict[str, dict[str, Any]]:
+    """The DICOM studies under ``root`` as cases: one per StudyInstanceUID, named after the study's top folder
+    under ``root`` (else its PatientID), a contrast per series whose description names one
+    (:func:`dicom_contrast`); each contrast is a series folder or a list of slice files
+    (:func:`~mamba_monai.data.series_source`)."""
+    from mamba_monai.data.dicom import find_dicom_series, series_source
+
+    cases: dict[str, dict[str, Any]] = {}
+    names: dict[str, str] = {}
+    for files in find_dicom_series(root):
+        try:
+            ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        except Exception:  # unreadable: named when a case lists it, never here
+            continue
+        contrast = dicom_contrast(f"{getattr(ds, 'SeriesDescription', '')} {getattr(ds, 'ProtocolName', '')}")
+        if contrast is None:
+            logger.debug("DICOM series %s (%s) names no MRI contrast; left out.", files[0],
+                         getattr(ds, "SeriesDescription", ""))
+            continue
+        study = str(getattr(ds, "StudyInstanceUID", "") or files[0])
+        rel = os.path.relpath(os.path.dirname(files[0]), root)
+        name = names.setdefault(study, rel.split(os.sep)[0] if rel != "." else str(getattr(ds, "PatientID", "study")))
+        case = cases.setdefault(name, {"case": name, "layout": "dicom"})
+        if contrast in case:
+            raise ValueError(
+                f"DICOM study '{name}' has two '{contrast}' series ({case[contrast]!r} and {files[0]!r}); keep one "
+                "(or give the other a SeriesDescription that names another contrast)."
+            )
+        case[contrast] = series_source(files, root)
+    return cases
+
+
 def _expected_file(case: Mapping[str, Any], contrast: str) -> str:
     """Where ``case``'s ``contrast`` file would be in its layout (for messages), or why it cannot be."""
     present = [v for k, v in case.items() if k in MRI_CONTRASTS and isinstance(v, (str, os.PathLike))]
     layout, cid = case.get("layout"), case.get("case", "?")
+    if layout == "dicom":
+        return f"a DICOM series whose SeriesDescription names '{contrast}' in study '{cid}'"
     if layout is None or not present:
         return f"no '{contrast}' entry"
     folder = os.path.dirname(os.fspath(present[0]))
@@ -246,8 +309,11 @@ def _expected_file(case: Mapping[str, Any], contrast: str) -> str:
 
 
 def _has(case: Mapping[str, Any], contrast: str) -> bool:
+    """Whether the case's ``contrast`` exists: a file, a DICOM series folder, or a list of slice files."""
     value = case.get(contrast)
-    return isinstance(value, (str, os.PathLike)) and os.path.isfile(value)
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(os.path.isfile(v) for v in value)
+    return isinstance(value, (str, os.PathLike)) and (os.path.isfile(value) or os.path.isdir(value))
 
 
 def split_mri_cases(
@@ -497,6 +563,7 @@ class LoadMRIContrastsd(MapTransform):
         self.atol = float(atol)
         self.dtype = dtype
         self._loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)
+        self._loader.register(DicomSeriesReader())  # a contrast may be a DICOM series (folder or slice files)
         self._resample = ResampleToMatch(mode=mode, padding_mode="zeros", dtype=np.float32)
         if spatial_dims not in (2, 3):
             raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}.")
@@ -504,15 +571,17 @@ class LoadMRIContrastsd(MapTransform):
         self.spatial_dims = int(spatial_dims)
 
     def _load(self, path: Any, key: Hashable) -> MetaTensor:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"'{key}' file '{path}' does not exist.")
-        if self.validate:
+        source = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else os.fspath(path)
+        path = source[0] if isinstance(source, list) else source  # named in messages
+        missing = [p for p in (source if isinstance(source, list) else [source]) if not os.path.exists(p)]
+        if missing:
+            raise FileNotFoundError(f"'{key}' file '{missing[0]}' does not exist.")
+        if self.validate and os.path.isfile(path):
             problem = nifti_header_problem(path)
             if problem is not None:
                 raise InvalidCaseError(f"'{key}' of {path} has {problem} in its header", AFFINE_FIX, path)
         try:
-            img = self._loader(path)
+            img = self._loader(source)
         except Exception as err:
             raise ImageReadError(
                 f"Cannot read '{key}' from '{path}': {type(err).__name__}: {err}",
@@ -529,6 +598,7 @@ class LoadMRIContrastsd(MapTransform):
             raise ValueError(message)
         if self.validate:
             ValidateImaged(key, num_channels=1, spatial_dims=self.spatial_dims)({key: img})
+        note_dicom_source(img, source)
         return img
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -174,6 +174,23 @@ class SaveSynthesisd(MapTransform):
             path, inputs, syn[0, ..., z], real, target_name=self.target_name, error_range=self.error_range, title=title
         )
 
+    def _write_dicom(self, pred: Any, volume: np.ndarray, affine: np.ndarray, stem: str, used: list[str]) -> str | None:
+        """For a case read from DICOM, the synthesis also as a DICOM series derived from the reference series
+        (:func:`~mamba_monai.data.write_derived_series`) in ``<stem>_dicom/``; None otherwise."""
+        files = pred.meta.get("dicom_files") if isinstance(pred, MetaTensor) else None
+        if not files:
+            return None
+        from mamba_monai.data.dicom import write_derived_series
+
+        folder = stem + "_dicom"
+        inputs = "+".join(n.upper() for n in used)
+        write_derived_series(
+            volume, affine.astype(np.float64), str(files).split("\n"), folder,
+            series_description=f"synthetic {self.target_name.upper()} from {inputs}",
+            derivation=f"{self.target_name} synthesised from {inputs} by mamba-monai (not acquired)",
+        )
+        return folder
+
     def _append_mapping(self, entry: dict) -> None:
         def write() -> None:
             try:
@@ -209,6 +226,8 @@ class SaveSynthesisd(MapTransform):
         description = synthesis_description(self.target_name, names_used, self.description_prefix)
         write_nifti(array[0], affine.astype(np.float64), out_path, dtype=self.output_dtype, description=description)
 
+        dicom_out = self._write_dicom(pred, array[0], affine, stem, names_used)
+
         has_target = self.scale_key in d
         scale = float(_numpy(d[self.scale_key]).reshape(-1)[0]) if has_target else self.default_scale
         panel_path = None
@@ -225,6 +244,7 @@ class SaveSynthesisd(MapTransform):
             "intensity_scale": scale,
             "intensity_scale_from": "the case's target (its brain percentile)" if has_target else "reference_scale",
             "output": out_path,
+            "dicom_series": dicom_out,
             "panel": panel_path,
             "description": description,
         }

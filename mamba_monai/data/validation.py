@@ -400,7 +400,7 @@ class SafeLoadImaged(LoadImaged):
                 problem = nifti_header_problem(path)
                 if problem is not None:
                     raise InvalidCaseError(f"'{key}' of {path} has {problem} in its header", AFFINE_FIX, path)
-            _note_dicom_source(loaded if self._loader.image_only else loaded[1], d[key])
+            note_dicom_source(loaded if self._loader.image_only else loaded[1], d[key])
             if self._loader.image_only:
                 d[key] = loaded
                 continue
@@ -412,7 +412,7 @@ class SafeLoadImaged(LoadImaged):
         return d
 
 
-def _note_dicom_source(loaded: Any, source: Any) -> None:
+def note_dicom_source(loaded: Any, source: Any) -> None:
     """For a DICOM input, record its slice files (``meta["dicom_files"]``, newline-separated, for a DICOM SEG
     writer) and name a series given as a list of files after its folder and series number (MONAI would name it
     after its first slice file)."""
