@@ -42,6 +42,10 @@ GROUPS = (
 
 def group_of(name: str) -> str:
     lowered = name.lower()
+    if "selective_scan" in lowered:
+        # "GeneratedBackwardFor_<op>_fwd_default" is autograd's kernel that runs the forward op (its self time is
+        # the forward scan); the node named "...Backward" and the _bwd op are the backward
+        return "selective scan backward" if lowered.endswith("backward") or "_bwd" in lowered else "selective scan forward"
     for group, keys in GROUPS:
         if any(k in lowered for k in keys):
             return group
