@@ -118,5 +118,10 @@ def test_inference_reads_every_format_and_writes_on_its_grid(every_format, tmp_p
     dicom_out = nib.load(out / "frame_seg.nii.gz")
     assert dicom_out.shape[:2] == Image.open(paths["png"]).size and np.allclose(dicom_out.header.get_zooms()[:2], 0.25)
     for name in os.listdir(out):
-        if name.endswith(".png"):
+        if name.endswith(".png") and not name.endswith("_overlay.png"):
             assert set(np.unique(np.asarray(Image.open(out / name)))) <= {0, 1, 2}
+    # an overlay for a person to look at, per input, in the input's size: RGB, the prediction tinted on the image
+    for kind, path in paths.items():
+        stem = os.path.basename(path).split(".")[0]
+        overlay = Image.open(out / f"{stem}_seg_overlay.png")
+        assert overlay.mode == "RGB" and overlay.size == Image.open(paths["png"]).size, kind

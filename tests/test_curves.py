@@ -27,3 +27,18 @@ def test_scalars_read_back_and_plotted_one_panel_each(tmp_path):
 def test_no_scalars_no_png(tmp_path):
     assert plot_training_curves(tmp_path, tmp_path / "curves.png") is None
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_label_overlay_tints_each_class_and_draws_its_border():
+    from mamba_monai.visualize import label_overlay
+
+    image = np.tile(np.linspace(50.0, 150.0, 30), (20, 1))  # a gray ramp
+    label = np.zeros((20, 30), int)
+    label[5:15, 5:12], label[5:15, 18:25] = 1, 2
+    rgb = label_overlay(image, label, alpha=0.5)
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[5, 8], [0, 200, 0])  # class 1 border: solid green
+    np.testing.assert_array_equal(rgb[5, 20], [230, 40, 40])  # class 2 border: solid red
+    inside, background = rgb[10, 8].astype(int), rgb[2, 8].astype(int)  # same column of the ramp, outside
+    assert inside[1] > background[1] and inside[0] < background[0]  # green tint inside class 1
+    assert (rgb[2, 2] == rgb[2, 2][0]).all()  # background stays gray

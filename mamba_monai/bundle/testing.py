@@ -59,11 +59,12 @@ def assert_outputs_match_inputs(input_paths: list[str], output_dir: str, atol: f
     """
     Every input has exactly one output under ``output_dir`` whose name starts with the input's name, and it lies on
     the input's grid: a NIfTI output has the input's spatial shape and affine; a PNG/JPEG/TIFF output (written for
-    such an input) has its width and height. Returns input path -> output path.
+    such an input) has its width and height. Overlay pictures (``*_overlay.png``) are companions, not outputs.
+    Returns input path -> output path.
     """
     outputs = sorted(
         o for o in glob.glob(os.path.join(output_dir, "**", "*"), recursive=True)
-        if o.lower().endswith(_OUTPUT_SUFFIXES)
+        if o.lower().endswith(_OUTPUT_SUFFIXES) and not o.lower().endswith("_overlay.png")
     )
     matched = {}
     for path in input_paths:
