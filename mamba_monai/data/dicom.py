@@ -213,6 +213,15 @@ def _header(path: str) -> Any:
                                                                           "SeriesDescription", "SOPClassUID"])
 
 
+def dicom_files_in(folder: str | os.PathLike) -> list[str]:
+    """The DICOM files directly in ``folder`` (by suffix or ``DICM`` preamble), sorted by name; headers unread."""
+    from mamba_monai.data.image2d import is_dicom_file
+
+    folder = os.fspath(folder)
+    paths = (os.path.join(folder, n) for n in sorted(os.listdir(folder)) if not n.startswith("."))
+    return [p for p in paths if is_dicom_file(p)]
+
+
 def find_dicom_series(folder: str | os.PathLike, recursive: bool = True) -> list[list[str]]:
     """
     The DICOM series under ``folder``: the DICOM files (by suffix or ``DICM`` preamble, see
@@ -241,33 +250,36 @@ def find_dicom_series(folder: str | os.PathLike, recursive: bool = True) -> list
     return list(groups.values())
 
 
+def _alone_in_its_folder(files: Sequence[str]) -> bool:
+    """Whether ``files`` (2 or more) share one folder that holds no other DICOM file."""
+    from mamba_monai.data.image2d import is_dicom_file
+
+    parent = os.path.dirname(os.path.abspath(files[0]))
+    members = set(map(os.path.abspath, files))
+    if len(members) < 2 or any(os.path.dirname(f) != parent for f in members):
+        return False
+    others = (os.path.join(parent, n) for n in os.listdir(parent))
+    return not any(is_dicom_file(p) for p in others if p not in members)
+
+
 def series_source(files: Sequence[str], top: str | os.PathLike) -> str | list[str]:
     """How a datalist names one series found under the folder ``top``: its folder when the folder holds this
     series alone (and is not ``top`` itself), else the list of its files (a flat folder of mixed series), or the
     file of a single-file series. :class:`DicomSeriesReader` reads all three as one image."""
-    from mamba_monai.data.image2d import is_dicom_file
-
     if len(files) == 1:
         return files[0]
     parent = os.path.dirname(os.path.abspath(files[0]))
-    members = set(map(os.path.abspath, files))
-    alone = parent != os.path.abspath(os.fspath(top)) and all(os.path.dirname(f) == parent for f in members)
-    alone = alone and not any(
-        is_dicom_file(os.path.join(parent, n)) for n in os.listdir(parent) if os.path.join(parent, n) not in members
-    )
-    return parent if alone else list(files)
+    if parent != os.path.abspath(os.fspath(top)) and _alone_in_its_folder(files):
+        return parent
+    return list(files)
 
 
 def series_name(files: Sequence[str]) -> str:
     """A file-name-safe name for a series: its folder's name when the folder holds only this series' files,
     else ``<folder>_series<SeriesNumber>`` (a flat folder of mixed series)."""
     folder = os.path.dirname(os.path.abspath(files[0]))
-    if all(os.path.dirname(os.path.abspath(f)) == folder for f in files):
-        others = [n for n in os.listdir(folder) if os.path.join(folder, n) not in set(map(os.path.abspath, files))]
-        from mamba_monai.data.image2d import is_dicom_file
-
-        if not any(is_dicom_file(os.path.join(folder, n)) for n in others):
-            return os.path.basename(folder)
+    if _alone_in_its_folder(files):
+        return os.path.basename(folder)
     try:
         number = str(_header(files[0]).get("SeriesNumber", "") or "")
     except Exception:
@@ -311,16 +323,16 @@ class DicomSeriesReader(PydicomReader):
             return super().read(names[0], **kwargs)
         files: list[str] = []
         for name in names:
-            if os.path.isdir(name):
-                found = find_dicom_series(name, recursive=False)
+            if os.path.isdir(name):  # one series is checked once they are read
+                found = dicom_files_in(name)
                 if not found:
                     raise ValueError(f"Folder '{name}' holds no DICOM file.")
-                files.extend(f for group in found for f in group)
+                files.extend(found)
             else:
                 files.append(name)
-        self._check_one_series(files)
         options = {**self.kwargs, **kwargs}
         datasets = [pydicom.dcmread(f, **options) for f in files]
+        self._check_one_series(datasets, files)
         order = sorted(range(len(files)), key=lambda i: (_slice_position(datasets[i]), files[i]))
         datasets, files = [datasets[i] for i in order], [files[i] for i in order]
         for rank, ds in enumerate(datasets):
@@ -330,10 +342,10 @@ class DicomSeriesReader(PydicomReader):
         return datasets if self.has_series else datasets[0]
 
     @staticmethod
-    def _check_one_series(files: Sequence[str]) -> None:
+    def _check_one_series(datasets: Sequence[Any], files: Sequence[str]) -> None:
         series: dict[str, list[str]] = {}
-        for f in files:
-            series.setdefault(str(_header(f).get("SeriesInstanceUID", "")), []).append(f)
+        for ds, f in zip(datasets, files):
+            series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(f)
         if len(series) > 1:
             listing = "; ".join(f"{uid or '<no UID>'} ({len(fs)} files, e.g. {fs[0]})" for uid, fs in series.items())
             raise ValueError(
@@ -386,7 +398,8 @@ def write_derived_series(
         source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
         out.SourceImageSequence = [source]
         out.SOPInstanceUID = generate_uid()
-        out.file_meta = ds.file_meta.copy() if hasattr(ds, "file_meta") else FileMetaDataset()
+        if not hasattr(out, "file_meta"):  # the deep copy carries the source's file meta when it has one
+            out.file_meta = FileMetaDataset()
         out.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
         out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -416,7 +416,7 @@ def note_dicom_source(loaded: Any, source: Any) -> None:
     """For a DICOM input, record its slice files (``meta["dicom_files"]``, newline-separated, for a DICOM SEG
     writer) and name a series given as a list of files after its folder and series number (MONAI would name it
     after its first slice file)."""
-    from mamba_monai.data.dicom import find_dicom_series, series_name
+    from mamba_monai.data.dicom import dicom_files_in, series_name
     from mamba_monai.data.image2d import is_dicom_file
 
     meta = loaded.meta if isinstance(loaded, MetaTensor) else loaded
@@ -424,7 +424,7 @@ def note_dicom_source(loaded: Any, source: Any) -> None:
     if not isinstance(meta, dict) or not paths:
         return
     if len(paths) == 1 and os.path.isdir(paths[0]):
-        files = [f for group in find_dicom_series(paths[0], recursive=False) for f in group]
+        files = dicom_files_in(paths[0])  # one series: the reader has checked it
     elif all(is_dicom_file(p) for p in paths):
         files = list(paths)
     else:
