@@ -53,6 +53,7 @@ Tiny smoke run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -73,17 +74,61 @@ except ImportError:  # run from a checkout without installing: the repository ro
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BUNDLE = "emnet_seg3d"
-NETS = ("emnet", "segresnet", "swinunetr")
+NETS = ("emnet", "emnet_fast", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
+MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
+SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 PLACEHOLDER_EPOCHS = 100000  # cosine t_total until the first epoch has been timed
 
 TARGET_EMNET_DICE = 0.85
 TARGET_SWIN_RATIO = 5.0
+TARGET_HYENA_RATIO = 4.0
+TARGET_STEP_SPEEDUP = 2.0
+
+FAST_NETWORK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundles", BUNDLE, "configs",
+                            "network_fast.json")
+
+
+def reference_net(names) -> str:
+    """The EMNet that ratios and targets refer to: ``emnet_fast`` when it was measured, else ``emnet``."""
+    return "emnet_fast" if "emnet_fast" in names else "emnet"
+
+
+def net_context(name: str):
+    """The context a net runs in: the scan's 0.3 kernel path for ``emnet_v03``, nothing for the others."""
+    if name == "emnet_v03":
+        from mamba_monai.ops.selective_scan_cpu import pointwise_in_kernel
+
+        return pointwise_in_kernel()
+    return contextlib.nullcontext()
 
 
 def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     """Config (``_target_`` dict) of a baseline for the bundle's ``network_def``; None keeps the bundle's EMNet."""
     if name == "emnet":
         return None
+    if name == "emnet_v03":  # the bundle's network, run with the scan's 0.3 kernel path (net_context)
+        return None
+    if name == "emnet_fast":  # the bundle's configs/network_fast.json
+        with open(FAST_NETWORK) as fh:
+            return json.load(fh)["network_def"]
+    if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units
+        return {
+            "_target_": "UNet",
+            "spatial_dims": 3,
+            "in_channels": "@in_channels",
+            "out_channels": "@num_classes",
+            "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2],
+            "num_res_units": 2,
+        }
+    if name == "hyenand":  # MONAI's sub-quadratic SwinUNETR: HyenaND long convolutions at stages 1-2 (HHAA)
+        return {
+            "_target_": "monai.networks.nets.HyenaNDUNETR",
+            "in_channels": "@in_channels",
+            "out_channels": "@num_classes",
+            "hyena_stages": [True, True, False, False],
+            "feature_size": 48,
+        }
     if name == "segresnet":
         return {
             "_target_": "SegResNet",
@@ -254,12 +299,18 @@ def train_with_budget(
     learning_rate: float | None = None,
 ) -> dict[str, Any]:
     """
-    Train one network through the bundle for ``budget_s`` seconds of wall clock; returns its figures.
-    ``learning_rate`` replaces the bundle's peak learning rate (None keeps it).
+    Train one network through the bundle for ``budget_s`` seconds of wall clock (in :func:`net_context`); returns its
+    figures. ``learning_rate`` replaces the bundle's peak learning rate (None keeps it).
     """
+    with net_context(name):
+        return _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresnet_filters, learning_rate)
+
+
+def _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresnet_filters, learning_rate):
     lr = {} if learning_rate is None else {"learning_rate": learning_rate}
+    run_dir = os.path.join(work_dir, f"{budget_s:.0f}s_lr{learning_rate}")
     wf = _workflow(
-        data_dir, work_dir, name, segresnet_filters, epochs=PLACEHOLDER_EPOCHS, val_interval=val_interval, **lr
+        data_dir, run_dir, name, segresnet_filters, epochs=PLACEHOLDER_EPOCHS, val_interval=val_interval, **lr
     )
     t0 = time.perf_counter()
     wf.initialize()
@@ -278,7 +329,8 @@ def train_with_budget(
         evaluator, scheduler, budget_s, val_interval, int(parser.get_parsed_content("warmup_epochs"))
     )
     planner.attach(trainer)
-    print(f"\n[{name}] training for {budget_s:.0f} s of wall clock (setup {setup_s:.1f} s, kernel warm-up {warm_s:.1f} s)")
+    print(f"\n[{name}] lr {parser.get_parsed_content('learning_rate'):g}: training for {budget_s:.0f} s of wall clock "
+          f"(setup {setup_s:.1f} s, kernel warm-up {warm_s:.1f} s)", flush=True)
     try:
         wf.run()
         planner.final_validation()
@@ -305,7 +357,8 @@ def train_with_budget(
     print(
         f"[{name}] done: epochs {figures['epochs_completed']}/{figures['epochs_planned']} "
         f"({figures['iterations']} iterations, {figures['train_seconds']:.0f} s), "
-        f"Dice final {figures['dice_final']:.4f}, best {figures['dice_best']:.4f} (epoch {figures['best_epoch']})"
+        f"Dice final {figures['dice_final']:.4f}, best {figures['dice_best']:.4f} (epoch {figures['best_epoch']})",
+        flush=True,
     )
     del wf, parser, trainer, evaluator, scheduler, network
     gc.collect()
@@ -337,7 +390,7 @@ def inference_times(
         torch.manual_seed(0)
         net = net_wf.parser.get_parsed_content("network_def").eval()
         times = []
-        with torch.no_grad():
+        with torch.no_grad(), net_context(name):
             for i in range(repeats + 1):
                 t0 = time.perf_counter()
                 out = inferer(image, net)
@@ -354,13 +407,113 @@ def inference_times(
         print(f"  {name:<10} {_params(net) / 1e6:7.2f}M params  {statistics.median(times):8.2f} s/volume  {results[name]['infer_all_seconds']}")
         del net, net_wf
         gc.collect()
-    if "emnet" in results:
+    ref = reference_net(results)
+    if ref in results:
         for name in results:
-            results[name]["infer_ratio_vs_emnet"] = results[name]["infer_seconds"] / results["emnet"]["infer_seconds"]
-        for name in ("swinunetr", "segresnet"):
-            if name in results:
-                print(f"  {name} / emnet inference time: {results[name]['infer_ratio_vs_emnet']:.2f}")
+            results[name]["infer_ratio_vs_emnet"] = results[name]["infer_seconds"] / results[ref]["infer_seconds"]
+        for name in results:
+            if name != ref:
+                print(f"  {name} / {ref} inference time: {results[name]['infer_ratio_vs_emnet']:.2f}")
     return results
+
+
+def step_times(
+    nets: list[str], data_dir: str, work_dir: str, repeats: int, batch: int, segresnet_filters: int
+) -> dict[str, dict[str, Any]]:
+    """
+    Seconds per training step of each net, side by side in one run: forward + the bundle's DiceCE loss + backward +
+    AdamW step on a random batch of ``batch`` crops of the bundle's ROI (the bundle trains on 1 volume x 4 crops).
+    One warm-up step each, then ``repeats`` rounds that time one step of every net in turn (so load on the machine
+    falls on all of them alike); the median is reported.
+    """
+    wf = _workflow(data_dir, os.path.join(work_dir, "step"), "emnet", segresnet_filters)
+    roi = list(wf.parser.get_parsed_content("roi_size"))
+    classes = int(wf.parser.get_parsed_content("num_classes"))
+    loss = wf.parser.get_parsed_content("loss")
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(batch, 1, *roi, generator=gen)
+    label = torch.randint(0, classes, (batch, 1, *roi), generator=gen)
+    models = {}
+    for name in nets:
+        torch.manual_seed(0)
+        net = _workflow(data_dir, os.path.join(work_dir, "step"), name, segresnet_filters).parser.get_parsed_content(
+            "network_def"
+        )
+        models[name] = (net.train(), torch.optim.AdamW(net.parameters(), lr=1e-4))
+
+    def one_step(name: str) -> float:
+        net, opt = models[name]
+        with net_context(name):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss(net(image), label).backward()
+            opt.step()
+            return time.perf_counter() - t0
+
+    for name in nets:
+        one_step(name)
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    for _ in range(repeats):
+        for name in nets:
+            times[name].append(one_step(name))
+    print(f"\ntraining step (batch {batch} x {roi}, forward + DiceCE + backward + AdamW), median of {repeats}:")
+    results = {}
+    for name in nets:
+        results[name] = {"step_seconds": statistics.median(times[name]), "step_all_seconds": [round(t, 3) for t in times[name]]}
+        print(f"  {name:<10} {results[name]['step_seconds']:7.3f} s/step  {results[name]['step_all_seconds']}")
+    ref = reference_net(results)
+    if ref in results:
+        for name in results:
+            results[name]["step_ratio_vs_emnet"] = results[name]["step_seconds"] / results[ref]["step_seconds"]
+    if ref in results and "emnet_v03" in results:
+        print(f"  {ref} step speed-up over emnet_v03 (0.3.0): {results['emnet_v03']['step_ratio_vs_emnet']:.2f}x")
+    models.clear()
+    gc.collect()
+    return results
+
+
+def choose_learning_rate(
+    name: str, grid: list[float], data_dir: str, work_dir: str, budget_s: float, val_interval: int, segresnet_filters: int
+) -> dict[str, Any]:
+    """Short run (``budget_s``) at every rate of ``grid``; the rate with the best validation Dice wins."""
+    trials = {}
+    for lr in grid:
+        f = train_with_budget(name, data_dir, os.path.join(work_dir, "grid"), budget_s, val_interval, segresnet_filters, lr)
+        trials[lr] = {"dice_best": f["dice_best"], "dice_final": f["dice_final"], "iterations": f["iterations"]}
+    scores = {lr: (t["dice_best"] if not math.isnan(t["dice_best"]) else -1.0) for lr, t in trials.items()}
+    best = max(scores, key=scores.get)
+    print(f"[{name}] learning-rate grid ({budget_s:.0f} s each): "
+          + ", ".join(f"{lr:g}: {t['dice_best']:.4f}" for lr, t in trials.items()) + f" -> {best:g}", flush=True)
+    return {"lr_grid": {f"{lr:g}": t for lr, t in trials.items()}, "chosen_lr": best}
+
+
+def plot_dice_vs_time(report: dict[str, Any], path: str) -> None:
+    """One panel per budget: validation Dice against wall-clock seconds of training, one line per net."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = report["budgets_min"]
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.6), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        for name, f in report["nets"].items():
+            run = f.get("budgets", {}).get(f"{budget:g}")
+            if not run or not run["history"]:
+                continue
+            xs = [h["elapsed_s"] for h in run["history"]]
+            ys = [h["val_mean_dice"] for h in run["history"]]
+            ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} (lr {run['learning_rate']:g})")
+        ax.set_title(f"{budget:g} min of training each, {report['machine']['torch_threads']} CPU threads")
+        ax.set_xlabel("wall-clock seconds of training (validations included)")
+        ax.set_ylabel("validation mean Dice (5 foreground classes)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot written to {path}")
 
 
 def machine_info() -> dict[str, Any]:
@@ -385,66 +538,97 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def targets(nets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    emnet = nets.get("emnet", {})
-    seg = nets.get("segresnet", {})
-    swin = nets.get("swinunetr", {})
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    nets = report["nets"]
     rows = []
-    d = emnet.get("dice_final")
-    rows.append({"target": f"EMNet Dice (final, within this budget) >= {TARGET_EMNET_DICE}", "value": d,
-                 "ok": None if d is None else d >= TARGET_EMNET_DICE})
-    s = seg.get("dice_final")
-    rows.append({"target": "EMNet Dice >= SegResNet Dice (final, equal budget)",
-                 "value": None if d is None or s is None else d - s,
-                 "ok": None if d is None or s is None else d >= s})
-    r = swin.get("infer_ratio_vs_emnet")
-    rows.append({"target": f"SwinUNETR / EMNet inference time >= {TARGET_SWIN_RATIO:g}", "value": r,
-                 "ok": None if r is None else r >= TARGET_SWIN_RATIO})
+
+    def row(target: str, value, ok) -> None:
+        rows.append({"target": target, "value": value, "ok": ok})
+
+    for budget in report["budgets_min"]:
+        key = f"{budget:g}"
+        finals = {n: f["budgets"][key]["dice_final"] for n, f in nets.items() if key in f.get("budgets", {})}
+        lead = reference_net(finals)
+        d = finals.get(lead)
+        row(f"{key} min: {lead} Dice (final) >= {TARGET_EMNET_DICE}", d, None if d is None else d >= TARGET_EMNET_DICE)
+        monai = {n: v for n, v in finals.items() if n in MONAI_NETS}
+        if d is not None and monai:
+            best = max(monai, key=monai.get)
+            row(f"{key} min: {lead} Dice >= best MONAI net's ({best})", d - monai[best], d >= monai[best])
+    speed = nets.get("emnet_v03", {}).get("step_ratio_vs_emnet")
+    row(f"{reference_net(nets)} training step speed-up over 0.3.0 >= {TARGET_STEP_SPEEDUP:g}x", speed,
+        None if speed is None else speed >= TARGET_STEP_SPEEDUP)
+    for name, goal in (("swinunetr", TARGET_SWIN_RATIO), ("hyenand", TARGET_HYENA_RATIO)):
+        r = nets.get(name, {}).get("infer_ratio_vs_emnet")
+        row(f"{name} / {reference_net(nets)} inference time >= {goal:g}", r, None if r is None else r >= goal)
     return rows
 
 
 def print_table(report: dict[str, Any]) -> None:
     nets = report["nets"]
-    head = f"{'network':<10} | {'params':>8} | {'peak lr':>7} | {'Dice final':>10} | {'Dice best':>9} | {'epochs':>7} | {'train s':>7} | {'infer s/vol':>11} | {'vs EMNet':>8}"
+    head = (f"{'network':<10} | {'params':>8} | {'step s':>6} | {'infer s/vol':>11} | {'vs EMNet':>8} | {'lr':>7} | "
+            + " | ".join(f"{f'Dice {b:g} min':>12} | {'best':>6} | {'steps':>5}" for b in report["budgets_min"]))
     print("\n" + "=" * len(head))
     print(head)
     print("-" * len(head))
     for name, f in nets.items():
-        epochs = "-" if f.get("epochs_completed") is None else f"{f['epochs_completed']}/{f['epochs_planned'] or '-'}"
+        cells = []
+        for b in report["budgets_min"]:
+            run = f.get("budgets", {}).get(f"{b:g}", {})
+            cells.append(f"{_fmt(run.get('dice_final'), '12.4f')} | {_fmt(run.get('dice_best'), '6.4f')} | "
+                         f"{_fmt(run.get('iterations'), '5d')}")
         print(
-            f"{name:<10} | {_fmt(f.get('params', 0) / 1e6, '7.2f')}M | {_fmt(f.get('learning_rate'), '7.0e')} | "
-            f"{_fmt(f.get('dice_final'), '10.4f')} | "
-            f"{_fmt(f.get('dice_best'), '9.4f')} | {epochs:>7} | {_fmt(f.get('train_seconds'), '7.0f')} | "
-            f"{_fmt(f.get('infer_seconds'), '11.2f')} | {_fmt(f.get('infer_ratio_vs_emnet'), '8.2f')}"
+            f"{name:<10} | {_fmt(f.get('params', 0) / 1e6, '7.2f')}M | {_fmt(f.get('step_seconds'), '6.3f')} | "
+            f"{_fmt(f.get('infer_seconds'), '11.2f')} | {_fmt(f.get('infer_ratio_vs_emnet'), '8.2f')} | "
+            f"{_fmt(f.get('chosen_lr'), '7.0e')} | " + " | ".join(cells)
         )
     print("-" * len(head))
-    print("epochs = completed / planned to fit the budget; vs EMNet = inference time / EMNet's")
+    print("step s = one training step at the bundle's batch; vs EMNet = inference time / EMNet's; lr = the peak rate "
+          "chosen on validation from the grid; Dice = final validation mean Dice at the end of the budget, best = the "
+          "best validation during it; steps = training iterations done")
+    for name, f in nets.items():
+        if "lr_grid" in f:
+            print(f"lr grid {name}: " + ", ".join(f"{lr}: {t['dice_best']:.4f}" for lr, t in f["lr_grid"].items()))
     for t in report["targets"]:
         status = "n/a" if t["ok"] is None else ("PASS" if t["ok"] else "FAIL")
-        print(f"target: {t['target']:<52} {_fmt(t['value'], '.4f'):>8}  {status}")
+        print(f"target: {t['target']:<56} {_fmt(t['value'], '.4f'):>8}  {status}")
     m = report["machine"]
     print(f"machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, "
           f"torch {m['torch']}, monai {m['monai']}, cuda {m['cuda']}")
-    print(f"budget: {report['args']['budget_min']} min per net, val every {report['args']['val_interval']} epochs "
-          f"(+ after epoch 1 and at the end)")
     print("=" * len(head))
+
+
+def _floats(text: str, what: str, p: argparse.ArgumentParser) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"{what} expects comma-separated numbers, got {text!r}")
+    if not values or any(v <= 0 for v in values):
+        p.error(f"{what} expects positive numbers, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-min", type=float, default=10.0, help="training wall clock per network, minutes (default 10)")
-    p.add_argument("--repeats", type=int, default=3, help="timed inference passes after one warm-up (median; default 3)")
+    p.add_argument("--budget-min", default="10,30", help="training wall clock per network, minutes, one or more (default 10,30)")
+    p.add_argument("--lr-grid", default="1e-4,3e-4,1e-3,2e-3",
+                   help="peak learning rates each trained net tries (default 1e-4,3e-4,1e-3,2e-3); one value skips the search")
+    p.add_argument("--lr", action="append", default=[], metavar="NET=LR",
+                   help="a fixed peak learning rate for one net instead of the grid search, e.g. --lr emnet_v03=2e-3")
+    p.add_argument("--grid-budget-min", type=float, default=2.0, help="minutes of each learning-rate trial (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="timed inference passes / step rounds (median; default 3)")
+    p.add_argument("--step-batch", type=int, default=4, help="crops per training step when timing steps (default 4, as the bundle)")
     p.add_argument("--data-dir", default=None,
                    help="demo CT data set folder (written if absent); default: a temporary folder removed at the end")
     p.add_argument("--nets", default=",".join(NETS), help=f"comma-separated subset of {','.join(NETS)} (default all)")
-    p.add_argument("--skip-train", action="store_true", help="inference timing only")
-    p.add_argument("--skip-infer", action="store_true", help="training only")
-    p.add_argument("--train-swinunetr", action="store_true", help="also train SwinUNETR when it is in --nets")
+    p.add_argument("--skip-train", action="store_true", help="no training runs")
+    p.add_argument("--skip-infer", action="store_true", help="no inference timing")
+    p.add_argument("--skip-step", action="store_true", help="no training-step timing")
+    p.add_argument("--train-slow", action="store_true", help=f"also train {', '.join(SLOW_TO_TRAIN)} when in --nets")
     p.add_argument("--val-interval", type=int, default=2, help="epochs between validations (default 2)")
     p.add_argument("--segresnet-filters", type=int, default=16, help="SegResNet init_filters (default 16; MONAI's default is 8)")
-    p.add_argument("--lr", action="append", default=[], metavar="NET=LR",
-                   help="peak learning rate for one network, e.g. --lr segresnet=2e-4 (default: the bundle's for all)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    p.add_argument("--plot", default="bench_emnet_dice_vs_time.png", help="Dice-vs-time PNG (default %(default)s)")
     p.add_argument("--json", default=None, help="write all figures to this JSON file")
     args = p.parse_args(argv)
 
@@ -452,52 +636,72 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bad = [n for n in nets if n not in NETS]
     if bad or not nets:
         p.error(f"--nets got {args.nets!r}; allowed names: {', '.join(NETS)}")
-    if args.budget_min <= 0 or args.repeats < 1 or args.val_interval < 1:
-        p.error("--budget-min must be > 0, --repeats and --val-interval >= 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    learning_rates = {}
+    budgets = _floats(args.budget_min, "--budget-min", p)
+    grid = _floats(args.lr_grid, "--lr-grid", p)
+    if args.repeats < 1 or args.val_interval < 1 or args.grid_budget_min <= 0 or args.step_batch < 1:
+        p.error("--repeats, --val-interval and --step-batch must be >= 1, --grid-budget-min > 0")
+    fixed_lr = {}
     for item in args.lr:
         net, _, value = item.partition("=")
         try:
-            learning_rates[net.strip().lower()] = float(value)
+            fixed_lr[net.strip().lower()] = float(value)
         except ValueError:
-            p.error(f"--lr expects NET=LR such as segresnet=2e-4, got {item!r}")
-    unknown = set(learning_rates) - set(nets)
-    if unknown:
-        p.error(f"--lr names {sorted(unknown)}, which are not in --nets {nets}")
+            p.error(f"--lr expects NET=LR such as emnet_v03=2e-3, got {item!r}")
+    if set(fixed_lr) - set(nets):
+        p.error(f"--lr names {sorted(set(fixed_lr) - set(nets))}, which are not in --nets {nets}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from mamba_monai.data import ensure_demo_ct_dataset
 
     work_dir = tempfile.mkdtemp(prefix="bench_emnet_")
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else os.path.join(work_dir, "demo_ct")
-    report: dict[str, Any] = {"args": vars(args), "machine": machine_info(), "nets": {n: {} for n in nets}}
+    report: dict[str, Any] = {"args": vars(args), "budgets_min": budgets, "machine": machine_info(),
+                              "nets": {n: {} for n in nets}}
     print(f"machine: {report['machine']}")
+    trained = [n for n in nets if n not in SLOW_TO_TRAIN or args.train_slow]
     try:
         t0 = time.perf_counter()
         ensure_demo_ct_dataset(data_dir)
         print(f"demo data: {data_dir} ({time.perf_counter() - t0:.1f} s)")
+        if not args.skip_step:
+            for name, f in step_times(trained, data_dir, work_dir, args.repeats, args.step_batch, args.segresnet_filters).items():
+                report["nets"][name].update(f)
         if not args.skip_infer:
             for name, f in inference_times(nets, data_dir, work_dir, args.repeats, args.segresnet_filters).items():
                 report["nets"][name].update(f)
         if not args.skip_train:
-            for name in nets:
-                if name == "swinunetr" and not args.train_swinunetr:
-                    continue
-                f = train_with_budget(
-                    name, data_dir, work_dir, args.budget_min * 60.0, args.val_interval, args.segresnet_filters,
-                    learning_rates.get(name),
-                )
-                report["nets"][name].update(f)
+            for name in trained:
+                if name in fixed_lr:
+                    report["nets"][name]["chosen_lr"] = fixed_lr[name]
+                elif len(grid) > 1:
+                    report["nets"][name].update(choose_learning_rate(
+                        name, grid, data_dir, work_dir, args.grid_budget_min * 60.0, args.val_interval,
+                        args.segresnet_filters))
+                else:
+                    report["nets"][name]["chosen_lr"] = grid[0]
+            for budget in budgets:
+                for name in trained:
+                    f = train_with_budget(name, data_dir, work_dir, budget * 60.0, args.val_interval,
+                                          args.segresnet_filters, report["nets"][name]["chosen_lr"])
+                    report["nets"][name].setdefault("budgets", {})[f"{budget:g}"] = f
+                    if args.json:  # nothing lost if a long run is interrupted
+                        _write_json(report, args.json)
+            if args.plot:
+                plot_dice_vs_time(report, args.plot)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    report["targets"] = targets(report["nets"])
+    report["targets"] = targets(report)
     print_table(report)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=str)
+        _write_json(report, args.json)
         print(f"figures written to {args.json}")
     return report
+
+
+def _write_json(report: dict[str, Any], path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ Usage (from the repository root):
 
 Prints the parameter count and forward+backward seconds (median of ``--repeats`` after one warm-up, which also
 compiles the numba scan) of the default ``MedGANSSMGenerator(spatial_dims=2, in_channels=3)`` and of a MONAI
-``UNet(2, 3, 1, channels=(32, 64, 128, 256), strides=(2, 2, 2), num_res_units=2)``, and their ratio. Machines here
-are shared: compare figures only within one run.
+``UNet(2, 3, 1, channels=(32, 64, 128, 256), strides=(2, 2, 2), num_res_units=2)``, and their ratio; then the
+generator again with the scan's mamba-monai 0.3 kernel path (``pointwise_in_kernel()``: softplus and gate inside the
+kernels) and the speed-up of today's path over it. Machines here are shared: compare figures only within one run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from monai.networks.nets import UNet
 
 from mamba_monai.networks import MedGANSSMGenerator
+from mamba_monai.ops.selective_scan_cpu import pointwise_in_kernel
 
 
 def step_seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -55,6 +57,10 @@ def main() -> None:
         print(f"{name:20s} params {params / 1e6:6.2f}M  fwd+bwd {results[name]:6.2f} s "
               f"(batch {args.batch}, {args.size}x{args.size}, {args.threads} threads)")
     print(f"ratio MedGANSSMGenerator / UNet: {results['MedGANSSMGenerator'] / results['UNet']:.2f}")
+    with pointwise_in_kernel():
+        v03 = step_seconds(nets["MedGANSSMGenerator"], x, args.repeats)
+    print(f"MedGANSSMGenerator with the 0.3 scan path: fwd+bwd {v03:6.2f} s -> today's path is "
+          f"{v03 / results['MedGANSSMGenerator']:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ and against a memory floor, all measured in the same run.
 
 What is timed (forward + backward of sum(y * w), inputs with softplus(delta + bias), D and z gate):
 
-- ours: ``selective_scan(..., backend="cpu")`` (numba kernels, checkpointed reverse scan).
+- ours: ``selective_scan(..., backend="cpu")`` (numba kernels, checkpointed reverse scan), and the same under
+  ``pointwise_in_kernel()``: mamba-monai 0.3's path, with softplus and the gate computed per step inside the kernels
+  rather than by vectorised torch ops around them.
 - loop: the naive reference mamba_ssm and VMamba ship, written here: materialise exp(delta * A) and
   delta * B * u as (b, d, L, N) tensors, then a Python loop that indexes ``[:, :, i]`` each step under
   autograd. Indexing makes autograd's backward quadratic in L, so it runs at ``--loop-length``
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from mamba_monai.ops import selective_scan  # noqa: E402
+from mamba_monai.ops.selective_scan_cpu import pointwise_in_kernel  # noqa: E402
 
 
 def make_inputs(b: int, d: int, length: int, n: int, seed: int = 0) -> dict:
@@ -127,6 +130,12 @@ def main() -> None:
 
     f_ours, t_ours = time_fwd_bwd(ours, full, a.repeats)
     print(f"ours  L={a.L}: forward {f_ours * 1e3:.1f} ms, forward+backward {t_ours * 1e3:.1f} ms")
+    with pointwise_in_kernel():  # mamba-monai 0.3: softplus and gate per step inside the kernels
+        f_v03, t_v03 = time_fwd_bwd(ours, full, a.repeats)
+    print(
+        f"0.3 kernel path L={a.L}: forward {f_v03 * 1e3:.1f} ms, forward+backward {t_v03 * 1e3:.1f} ms "
+        f"-> today's is {f_v03 / f_ours:.2f}x faster forward, {t_v03 / t_ours:.2f}x forward+backward"
+    )
 
     fresh, pre = time_floor(a.b, a.d, a.L, a.N, a.repeats)
     print(

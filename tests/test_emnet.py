@@ -118,12 +118,29 @@ def test_input_errors():
         (dict(depths=(3,), fft_nums=(0,), decoder_depths=()), "depths"),
         (dict(drop_path_rate=1.0), "drop_path_rate"),
         (dict(filter_roi_size=100), "filter_roi_size"),
+        (dict(full_res_channels=0), "full_res_channels"),
         (dict(depths=(1, 1), fft_nums=(0, 0), decoder_depths=(1,), deep_supervision=True), "deep_supervision"),
     ],
 )
 def test_constructor_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EMNet(**kwargs)
+
+
+def test_full_res_channels_narrow_only_the_full_resolution_branch():
+    """full_res_channels=None is the published layout (feature_size channels); a narrower one changes only the
+    full-resolution blocks and the head, with the same output shape, and still trains end to end."""
+    kwargs = dict(TINY, out_channels=3)
+    default, narrow = EMNet(**kwargs), EMNet(**kwargs, full_res_channels=4)
+    assert default.full_res_channels == kwargs["feature_size"] and narrow.full_res_channels == 4
+    changed = {k.split(".")[0] for k, v in default.state_dict().items() if narrow.state_dict()[k].shape != v.shape}
+    assert changed == {"encoder1", "up_full", "out"}
+    assert narrow.out.conv.conv.in_channels == 4 and narrow.encoder1.layer.conv1.conv.out_channels == 4
+    x = torch.randn(1, 1, 32, 32, 32)
+    out = narrow(x)
+    assert out.shape == default(x).shape == (1, 3, 32, 32, 32)
+    out.mean().backward()
+    assert all(p.grad is not None for p in narrow.parameters() if p.requires_grad)
 
 
 def test_bundle_config_instantiation():

@@ -30,7 +30,9 @@ class EMNet(nn.Module):
 
     Decoder: per coarser stage a transposed convolution (x2), the skip ADDED, and ``decoder_depths[j]`` CSR Mamba
     layers; then a transposed convolution (x4) to full resolution, added to a full-resolution branch (MONAI
-    ``UnetrBasicBlock`` with a residual on the raw input), a ``UnetBasicBlock`` and a ``UnetOutBlock`` head.
+    ``UnetrBasicBlock`` with a residual on the raw input), a ``UnetBasicBlock`` and a ``UnetOutBlock`` head. These
+    full-resolution blocks have ``full_res_channels`` channels; at ``feature_size`` (the published design) their
+    3x3(x3) convolutions are most of a training step on a CPU (see ``benchmarks/profile_emnet_step.py``).
 
     Differences from the published code: no positional embeddings and FFT filters that are resampled to the input
     size (:class:`~mamba_monai.blocks.spectral.SpectralGating`), so the network runs at any spatial size divisible by
@@ -63,6 +65,8 @@ class EMNet(nn.Module):
             each at its own resolution (the format MONAI's ``DeepSupervisionLoss`` takes; it resizes the target).
             In eval mode it returns the full-resolution tensor only. Needs ``len(depths) >= 3``. Defaults to False.
         use_checkpoint: gradient checkpointing per Mamba/EFL layer while training. Defaults to False.
+        full_res_channels: channels of the full-resolution branch and head; None uses ``feature_size`` (the
+            published design). Half of it cuts the convolutions there about 4x. Defaults to None.
 
     Shapes:
         input (B, in_channels, *S) with every S divisible by ``2 ** (len(depths) + 1)`` ->
@@ -88,9 +92,13 @@ class EMNet(nn.Module):
         filter_roi_size: int | Sequence[int] = 128,
         deep_supervision: bool = False,
         use_checkpoint: bool = False,
+        full_res_channels: int | None = None,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
+        full_res_channels = feature_size if full_res_channels is None else int(full_res_channels)
+        if full_res_channels < 1:
+            raise ValueError(f"`full_res_channels` must be a positive integer or None, got {full_res_channels}.")
         self._check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
                          dropout_rate, drop_path_rate, deep_supervision)
         self.spatial_dims = spatial_dims
@@ -117,7 +125,8 @@ class EMNet(nn.Module):
         self.stages = self._make_stages(depths, fft_nums, norm_name, drop_path_rate, use_checkpoint, layer_kwargs)
         self.skip_norms = nn.ModuleList([LayerNormNd(w) for w in self.widths])
         self.skip_mlps = nn.ModuleList([ChannelMLP(spatial_dims, w, 4 * w) for w in self.widths])
-        self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, self.widths[0], kernel_size=3, stride=1,
+        self.full_res_channels = full_res_channels
+        self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3, stride=1,
                                         norm_name=norm_name, res_block=True)
         self.up_blocks = nn.ModuleList(
             [
@@ -126,9 +135,9 @@ class EMNet(nn.Module):
                 for i in reversed(range(self.num_stages - 1))
             ]
         )
-        self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], self.widths[0], 0, upsample_kernel_size=4,
+        self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], full_res_channels, 0, upsample_kernel_size=4,
                                     norm_name=norm_name)
-        self.out = UnetOutBlock(spatial_dims, self.widths[0], out_channels)
+        self.out = UnetOutBlock(spatial_dims, full_res_channels, out_channels)
         self.ds_heads = nn.ModuleList()
         if deep_supervision:  # on the decoder outputs at 1/4 and 1/8
             self.ds_heads.extend([UnetOutBlock(spatial_dims, self.widths[0], out_channels),

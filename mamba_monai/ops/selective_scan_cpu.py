@@ -39,6 +39,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.utils import optional_import
 
 from .selective_scan_ref import selective_scan_ref
@@ -54,6 +55,8 @@ __all__ = [
     "FWD_OP_NAME",
     "BWD_OP_NAME",
     "CHUNK_SIZE",
+    "step_sizes",
+    "pointwise_in_kernel",
 ]
 
 FWD_OP_NAME = "mamba_monai::selective_scan_fwd"
@@ -580,14 +583,63 @@ def selective_scan_cpu(
     """
     _require_numba()
     _check_chunk(chunk)
-    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    if _POINTWISE_IN_KERNEL:
+        return _selective_scan_cpu_v03(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk)
+    compute = _compute_dtype(u.dtype)
+    dt = step_sizes(delta, delta_bias, delta_softplus, compute)
+    u_c = u.to(compute)
+    tensors = (u_c, dt, A, B, C, D)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     # a traced graph keeps the checkpoints whatever the grad mode while tracing (torch.jit.trace
     # checks its graph under no_grad, and a loaded trace may be trained); they are 1/chunk of the states
     need_grad = need_grad or torch.jit.is_tracing()
-    y, last, _ = selective_scan_fwd(
-        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk), bool(need_grad)
-    )
+    y, last, _ = selective_scan_fwd(u_c, dt, A, B, C, D, None, None, False, int(chunk), bool(need_grad))
+    if z is not None:
+        y = y * F.silu(z.to(compute))
+    y = y.to(u.dtype)
     if return_last_state:
         return y, last
     return y
+
+
+_POINTWISE_IN_KERNEL = False
+
+
+@contextlib.contextmanager
+def pointwise_in_kernel() -> Iterator[None]:
+    """
+    Within this context :func:`selective_scan_cpu` runs mamba-monai 0.3's path: softplus and the ``silu(z)`` gate
+    computed inside the kernels, per step. Kept so that benchmarks can time it beside today's path in one run
+    (``benchmarks/bench_emnet.py``); the values agree to float32 rounding. Not thread-safe.
+    """
+    global _POINTWISE_IN_KERNEL
+    previous, _POINTWISE_IN_KERNEL = _POINTWISE_IN_KERNEL, True
+    try:
+        yield
+    finally:
+        _POINTWISE_IN_KERNEL = previous
+
+
+def _selective_scan_cpu_v03(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    y, last, _ = selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk), bool(need_grad or torch.jit.is_tracing())
+    )
+    return (y, last) if return_last_state else y
+
+
+def step_sizes(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    """
+    ``softplus(delta + delta_bias)`` (softplus optional), (b, d, L) in ``dtype``, by vectorised torch ops.
+
+    :func:`selective_scan_cpu` feeds these to the kernels, with the ``silu(z)`` gate also applied outside them: a
+    scalar ``log1p``/``exp`` per step inside the recurrence cost more than the N-wide state update itself (the
+    kernels' own softplus and gate remain for the TorchScript operator path).
+    """
+    dt = delta.to(dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dtype).unsqueeze(-1)
+    return F.softplus(dt) if delta_softplus else dt

@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from .selective_scan_cpu import CHUNK_SIZE, has_numba, selective_scan_cpu
+from .selective_scan_cpu import CHUNK_SIZE, has_numba, selective_scan_cpu, step_sizes
 from .selective_scan_ref import _check_inputs, selective_scan_ref
 from .utils import MAMBA_SSM_DTYPES as _CUDA_DTYPES
 from .utils import mamba_ssm_scan_fn as _get_mamba_ssm_scan
@@ -160,10 +160,21 @@ def _scan_operator(
         u.requires_grad or delta.requires_grad or A.requires_grad or B.requires_grad or C.requires_grad
         or _needs_grad(D) or _needs_grad(z) or _needs_grad(delta_bias)
     )  # fmt: skip
+    if u.device.type != "cpu":
+        outputs = torch.ops.mamba_monai.selective_scan_fwd(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, need_grad
+        )
+        return outputs[0]
+    # on CPU as selective_scan_cpu does: softplus and gate by vectorised torch ops around the kernel
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dt = step_sizes(delta, delta_bias, delta_softplus, compute)
     outputs = torch.ops.mamba_monai.selective_scan_fwd(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk, need_grad
+        u.to(compute), dt, A, B, C, D, None, None, False, chunk, need_grad
     )
-    return outputs[0]
+    y = outputs[0]
+    if z is not None:
+        y = y * torch.nn.functional.silu(z.to(compute))
+    return y.to(u.dtype)
 
 
 def scriptable_selective_scan(

@@ -1,0 +1,80 @@
+"""benchmarks/bench_emnet.py: the nets it compares are the ones it names, and its targets and plot read its figures."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from mamba_monai.bundle import bundle_workflow
+from mamba_monai.networks import EMNet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_emnet", os.path.join(ROOT, "benchmarks", "bench_emnet.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _network(bench, name):
+    net = bench.network_def(name)
+    overrides = {} if net is None else {"network_def": net}
+    return bundle_workflow(bench.BUNDLE, "train", workflow_type="train", **overrides).parser.get_parsed_content(
+        "network_def"
+    )
+
+
+def test_emnet_variants_are_the_bundle_network_its_fast_override_and_the_03_scan_path():
+    scan_module = importlib.import_module("mamba_monai.ops.selective_scan_cpu")
+    bench = _bench()
+    bundle, fast, old = (_network(bench, n) for n in ("emnet", "emnet_fast", "emnet_v03"))
+    assert all(isinstance(n, EMNet) for n in (bundle, fast, old))
+    assert sum(p.numel() for p in old.parameters()) == sum(p.numel() for p in bundle.parameters()) == 2_267_130
+    assert [len(s.layers) for s in old.stages] == [2, 2, 2, 2] and old.full_res_channels == 16
+    assert fast.full_res_channels == 8 and [len(s.layers) for s in fast.stages] == [1, 2, 2, 2]
+    assert sum(p.numel() for p in fast.parameters()) == 2_217_858
+    with bench.net_context("emnet_v03"):
+        assert scan_module._POINTWISE_IN_KERNEL
+    for name in ("emnet", "emnet_fast"):
+        with bench.net_context(name):
+            assert not scan_module._POINTWISE_IN_KERNEL
+    assert bench.reference_net(["emnet", "emnet_fast"]) == "emnet_fast" and bench.reference_net(["emnet"]) == "emnet"
+
+
+def test_unet_baseline_is_the_issue_configuration():
+    net = _network(_bench(), "unet")
+    assert isinstance(net, UNet) and tuple(net.channels) == (16, 32, 64, 128) and tuple(net.strides) == (2, 2, 2)
+    assert net.num_res_units == 2
+    assert net(torch.zeros(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
+
+
+def test_targets_and_plot_from_figures(tmp_path):
+    bench = _bench()
+    history = [{"elapsed_s": 10.0, "val_mean_dice": 0.2}, {"elapsed_s": 600.0, "val_mean_dice": 0.6}]
+    run = {"dice_final": 0.6, "dice_best": 0.6, "iterations": 100, "learning_rate": 1e-3, "history": history}
+    report = {
+        "budgets_min": [10.0],
+        "machine": {"torch_threads": 2},
+        "nets": {
+            "emnet": {"budgets": {"10": run}, "infer_seconds": 1.0},
+            "emnet_v03": {"step_ratio_vs_emnet": 2.4},
+            "unet": {"budgets": {"10": dict(run, dice_final=0.7)}},
+            "hyenand": {"infer_ratio_vs_emnet": 3.0},
+        },
+    }
+    rows = {t["target"]: t for t in bench.targets(report)}
+    best = rows["10 min: emnet Dice >= best MONAI net's (unet)"]
+    assert best["ok"] is False and best["value"] == pytest.approx(-0.1)
+    assert rows["emnet training step speed-up over 0.3.0 >= 2x"]["ok"] is True
+    assert rows["hyenand / emnet inference time >= 4"]["ok"] is False
+    assert rows["swinunetr / emnet inference time >= 5"]["ok"] is None  # not measured
+    png = tmp_path / "dice.png"
+    bench.plot_dice_vs_time(report, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
