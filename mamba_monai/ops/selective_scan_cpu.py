@@ -56,6 +56,7 @@ __all__ = [
     "BWD_OP_NAME",
     "CHUNK_SIZE",
     "step_sizes",
+    "gate",
     "pointwise_in_kernel",
 ]
 
@@ -594,9 +595,7 @@ def selective_scan_cpu(
     # checks its graph under no_grad, and a loaded trace may be trained); they are 1/chunk of the states
     need_grad = need_grad or torch.jit.is_tracing()
     y, last, _ = selective_scan_fwd(u_c, dt, A, B, C, D, None, None, False, int(chunk), bool(need_grad))
-    if z is not None:
-        y = y * F.silu(z.to(compute))
-    y = y.to(u.dtype)
+    y = gate(y, z, u.dtype)
     if return_last_state:
         return y, last
     return y
@@ -635,11 +634,19 @@ def step_sizes(
     """
     ``softplus(delta + delta_bias)`` (softplus optional), (b, d, L) in ``dtype``, by vectorised torch ops.
 
-    :func:`selective_scan_cpu` feeds these to the kernels, with the ``silu(z)`` gate also applied outside them: a
-    scalar ``log1p``/``exp`` per step inside the recurrence cost more than the N-wide state update itself (the
-    kernels' own softplus and gate remain for the TorchScript operator path).
+    :func:`selective_scan_cpu` (and the TorchScript path on CPU) feeds these to the kernels, with the ``silu(z)``
+    gate applied after them (:func:`gate`): a scalar ``log1p``/``exp`` per step inside the recurrence cost more than
+    the N-wide state update itself. The kernels' own softplus and gate remain for the operator called with them and
+    for :func:`pointwise_in_kernel`.
     """
     dt = delta.to(dtype)
     if delta_bias is not None:
         dt = dt + delta_bias.to(dtype).unsqueeze(-1)
     return F.softplus(dt) if delta_softplus else dt
+
+
+def gate(y: torch.Tensor, z: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """``y * silu(z)`` in ``y``'s (compute) dtype, then cast to ``dtype``; ``y`` alone, cast, when ``z`` is None."""
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(dtype)

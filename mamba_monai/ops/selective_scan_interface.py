@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from .selective_scan_cpu import CHUNK_SIZE, has_numba, selective_scan_cpu, step_sizes
+from .selective_scan_cpu import CHUNK_SIZE, gate, has_numba, selective_scan_cpu, step_sizes
 from .selective_scan_ref import _check_inputs, selective_scan_ref
 from .utils import MAMBA_SSM_DTYPES as _CUDA_DTYPES
 from .utils import mamba_ssm_scan_fn as _get_mamba_ssm_scan
@@ -171,10 +171,7 @@ def _scan_operator(
     outputs = torch.ops.mamba_monai.selective_scan_fwd(
         u.to(compute), dt, A, B, C, D, None, None, False, chunk, need_grad
     )
-    y = outputs[0]
-    if z is not None:
-        y = y * torch.nn.functional.silu(z.to(compute))
-    return y.to(u.dtype)
+    return gate(outputs[0], z, u.dtype)
 
 
 def scriptable_selective_scan(
