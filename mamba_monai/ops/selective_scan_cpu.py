@@ -589,16 +589,20 @@ def selective_scan_cpu(
     compute = _compute_dtype(u.dtype)
     dt = step_sizes(delta, delta_bias, delta_softplus, compute)
     u_c = u.to(compute)
-    tensors = (u_c, dt, A, B, C, D)
-    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    # a traced graph keeps the checkpoints whatever the grad mode while tracing (torch.jit.trace
-    # checks its graph under no_grad, and a loaded trace may be trained); they are 1/chunk of the states
-    need_grad = need_grad or torch.jit.is_tracing()
-    y, last, _ = selective_scan_fwd(u_c, dt, A, B, C, D, None, None, False, int(chunk), bool(need_grad))
+    need_grad = _keep_checkpoints(u_c, dt, A, B, C, D)
+    y, last, _ = selective_scan_fwd(u_c, dt, A, B, C, D, None, None, False, int(chunk), need_grad)
     y = gate(y, z, u.dtype)
     if return_last_state:
         return y, last
     return y
+
+
+def _keep_checkpoints(*tensors: torch.Tensor | None) -> bool:
+    """Whether the forward saves checkpoints for a backward: a gradient is needed, or a trace is being recorded (the
+    traced graph keeps them whatever the grad mode while tracing: torch.jit.trace checks its graph under no_grad, and
+    a loaded trace may be trained; they are 1/chunk of the states)."""
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return bool(need_grad or torch.jit.is_tracing())
 
 
 _POINTWISE_IN_KERNEL = False
@@ -620,11 +624,8 @@ def pointwise_in_kernel() -> Iterator[None]:
 
 
 def _selective_scan_cpu_v03(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk):
-    tensors = (u, delta, A, B, C, D, z, delta_bias)
-    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    y, last, _ = selective_scan_fwd(
-        u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk), bool(need_grad or torch.jit.is_tracing())
-    )
+    need_grad = _keep_checkpoints(u, delta, A, B, C, D, z, delta_bias)
+    y, last, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk), need_grad)
     return (y, last) if return_last_state else y
 
 
