@@ -84,8 +84,9 @@ TARGET_SWIN_RATIO = 5.0
 TARGET_HYENA_RATIO = 4.0
 TARGET_STEP_SPEEDUP = 2.0
 
-FAST_NETWORK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundles", BUNDLE, "configs",
-                            "network_fast.json")
+BUNDLE_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundles", BUNDLE, "configs")
+FAST_NETWORK = os.path.join(BUNDLE_CONFIGS, "network_fast.json")
+TRAIN_CONFIG = os.path.join(BUNDLE_CONFIGS, "train.json")
 
 
 def reference_net(names) -> str:
@@ -106,8 +107,9 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     """Config (``_target_`` dict) of a baseline for the bundle's ``network_def``; None keeps the bundle's EMNet."""
     if name == "emnet":
         return None
-    if name == "emnet_v03":  # the bundle's network, run with the scan's 0.3 kernel path (net_context)
-        return None
+    if name == "emnet_v03":  # the bundle's network as 0.3 ran it: channels-first, the scan's 0.3 path (net_context)
+        with open(TRAIN_CONFIG) as fh:
+            return {**json.load(fh)["network_def"], "channels_last": False}
     if name == "emnet_fast":  # the bundle's configs/network_fast.json
         with open(FAST_NETWORK) as fh:
             return json.load(fh)["network_def"]

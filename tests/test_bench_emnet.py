@@ -31,13 +31,15 @@ def _network(bench, name):
     )
 
 
-def test_emnet_variants_are_the_bundle_network_its_fast_override_and_the_03_scan_path():
+def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_and_scan_path():
     scan_module = importlib.import_module("mamba_monai.ops.selective_scan_cpu")
     bench = _bench()
     bundle, fast, old = (_network(bench, n) for n in ("emnet", "emnet_fast", "emnet_v03"))
     assert all(isinstance(n, EMNet) for n in (bundle, fast, old))
     assert sum(p.numel() for p in old.parameters()) == sum(p.numel() for p in bundle.parameters()) == 2_267_130
     assert [len(s.layers) for s in old.stages] == [2, 2, 2, 2] and old.full_res_channels == 16
+    assert not old.channels_last and bundle.channels_last and fast.channels_last
+    assert old.state_dict().keys() == bundle.state_dict().keys()
     assert fast.full_res_channels == 8 and [len(s.layers) for s in fast.stages] == [1, 2, 2, 2]
     assert sum(p.numel() for p in fast.parameters()) == 2_217_858
     with bench.net_context("emnet_v03"):

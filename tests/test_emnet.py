@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -9,6 +10,7 @@ from monai.losses import DeepSupervisionLoss, DiceCELoss
 
 from mamba_monai.blocks.emnet import CSRMambaLayer, CSRMBlock, EFLLayer, EMNetUpBlock
 from mamba_monai.networks import EMNet
+from mamba_monai.networks.utils import instance_norms_as_group_norms
 
 TINY = dict(out_channels=3, feature_size=8, depths=(1, 1, 1, 1), decoder_depths=(1, 1, 1), fft_nums=(0, 0, 1, 1))
 # three stages: spatial sizes divisible by 16, tokens at 1/4 -> fast
@@ -141,6 +143,57 @@ def test_full_res_channels_narrow_only_the_full_resolution_branch():
     assert out.shape == default(x).shape == (1, 3, 32, 32, 32)
     out.mean().backward()
     assert all(p.grad is not None for p in narrow.parameters() if p.requires_grad)
+
+
+def test_instance_norms_as_group_norms_keep_the_normalisation_and_the_state_dict():
+    """GroupNorm(C, C) normalises as InstanceNorm does, with the same state dict keys (checkpoints load either way),
+    and keeps a channels-last input channels-last; norms with running statistics are left alone."""
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.InstanceNorm3d(4), torch.nn.InstanceNorm3d(4, affine=True),
+                                torch.nn.InstanceNorm3d(4, track_running_stats=True))
+    with torch.no_grad():
+        plain[1].weight.uniform_(0.5, 2.0)
+        plain[1].bias.uniform_(-1.0, 1.0)
+    swapped = instance_norms_as_group_norms(copy.deepcopy(plain))
+    assert [type(m) for m in swapped] == [torch.nn.GroupNorm, torch.nn.GroupNorm, torch.nn.InstanceNorm3d]
+    assert swapped.state_dict().keys() == plain.state_dict().keys()
+    swapped.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 6, 5, 4) * 3 + 1
+    for norm_a, norm_b in zip(plain[:2], swapped[:2]):
+        torch.testing.assert_close(norm_b(x), norm_a(x), atol=1e-5, rtol=1e-5)
+        out = norm_b(x.contiguous(memory_format=torch.channels_last_3d))
+        assert out.is_contiguous(memory_format=torch.channels_last_3d) and not out.is_contiguous()
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_full_resolution_branch_runs_channels_last_on_cpu_with_the_same_outputs_and_gradients(spatial_dims):
+    """On a CPU the full-resolution convolutions run channels-last (weights placed so, also after .to()); the state
+    dict, the output and every gradient equal those of channels_last=False (0.3's layout and InstanceNorm)."""
+    torch.manual_seed(0)
+    net = EMNet(spatial_dims=spatial_dims, **TINY, full_res_channels=4).double().float()
+    _set_layer_scale(net, 0.5)
+    reference = EMNet(spatial_dims=spatial_dims, **TINY, full_res_channels=4, channels_last=False)
+    reference.load_state_dict(net.state_dict())  # strict: the same keys
+    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    full_res_convs = [m for b in (net.encoder1, net.up_full, net.out) for m in b.modules()
+                      if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert len(full_res_convs) == 7 and all(m.weight.is_contiguous(memory_format=layout) for m in full_res_convs)
+    assert isinstance(reference.encoder1.layer.norm1, torch.nn.InstanceNorm3d if spatial_dims == 3 else torch.nn.InstanceNorm2d)
+
+    layouts = []
+    hook = net.up_full.block.conv2.register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous(memory_format=layout)))
+    x = torch.randn(2, 1, *([32] * spatial_dims))
+    out, expected = net(x), reference(x)
+    hook.remove()
+    assert layouts == [True] and out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=2e-4, rtol=1e-3)  # float32 sums in another order
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        if name == "encoder1.layer.conv3.conv.weight":  # 1 -> C 1x1 conv before an instance norm: zero gradient
+            continue  # in exact arithmetic (scale invariance), rounding noise here
+        scale = float(q.grad.abs().max()) + 1e-12
+        torch.testing.assert_close(p.grad / scale, q.grad / scale, atol=1e-3, rtol=1e-2, msg=lambda m: f"{name}: {m}")
 
 
 def test_bundle_config_instantiation():

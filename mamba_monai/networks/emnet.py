@@ -10,7 +10,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
 from monai.networks.layers.factories import Conv
 
 from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
-from mamba_monai.networks.utils import divisible_size_hint
+from mamba_monai.networks.utils import channels_last_on_cpu, divisible_size_hint, instance_norms_as_group_norms
 from mamba_monai.ops.utils import format_shape
 
 __all__ = ["EMNet"]
@@ -32,7 +32,8 @@ class EMNet(nn.Module):
     layers; then a transposed convolution (x4) to full resolution, added to a full-resolution branch (MONAI
     ``UnetrBasicBlock`` with a residual on the raw input), a ``UnetBasicBlock`` and a ``UnetOutBlock`` head. These
     full-resolution blocks have ``full_res_channels`` channels; at ``feature_size`` (the published design) their
-    3x3(x3) convolutions are most of a training step on a CPU (see ``benchmarks/profile_emnet_step.py``).
+    3x3(x3) convolutions are most of a training step on a CPU (see ``benchmarks/profile_emnet_step.py``), which is
+    why this branch runs channels-last there (``channels_last``).
 
     Differences from the published code: no positional embeddings and FFT filters that are resampled to the input
     size (:class:`~mamba_monai.blocks.spectral.SpectralGating`), so the network runs at any spatial size divisible by
@@ -67,6 +68,11 @@ class EMNet(nn.Module):
         use_checkpoint: gradient checkpointing per Mamba/EFL layer while training. Defaults to False.
         full_res_channels: channels of the full-resolution branch and head; None uses ``feature_size`` (the
             published design). Half of it cuts the convolutions there about 4x. Defaults to None.
+        channels_last: on a CPU, run the full-resolution branch in the channels-last layout (oneDNN's convolutions
+            on few channels are about twice as fast there), its instance norms computed as ``GroupNorm(C, C)``, the
+            same normalisation with the same state dict. False keeps the channels-first layout and InstanceNorm of
+            mamba-monai 0.3. Outputs agree to float rounding; on a GPU the layout stays channels-first (only the
+            norm's kernel differs). Defaults to True.
 
     Shapes:
         input (B, in_channels, *S) with every S divisible by ``2 ** (len(depths) + 1)`` ->
@@ -93,6 +99,7 @@ class EMNet(nn.Module):
         deep_supervision: bool = False,
         use_checkpoint: bool = False,
         full_res_channels: int | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
@@ -138,6 +145,11 @@ class EMNet(nn.Module):
         self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], full_res_channels, 0, upsample_kernel_size=4,
                                     norm_name=norm_name)
         self.out = UnetOutBlock(spatial_dims, full_res_channels, out_channels)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            for full_res_block in (self.encoder1, self.up_full, self.out):
+                instance_norms_as_group_norms(full_res_block)
+            self._place_full_res_weights()
         self.ds_heads = nn.ModuleList()
         if deep_supervision:  # on the decoder outputs at 1/4 and 1/8
             self.ds_heads.extend([UnetOutBlock(spatial_dims, self.widths[0], out_channels),
@@ -191,6 +203,26 @@ class EMNet(nn.Module):
             start += depth
         return nn.ModuleList(stages)
 
+    def _place_full_res_weights(self) -> None:
+        """
+        Channels-last convolution weights in the full-resolution branch while they are on a CPU (oneDNN then runs
+        those convolutions channels-last, whatever the input's layout, as a 1-channel input has none), channels-first
+        elsewhere. Called after construction and after every ``.to()`` / ``.cuda()`` / ``.float()``.
+        """
+        for block in (self.encoder1, self.up_full, self.out):
+            for m in block.modules():
+                if isinstance(m, nn.modules.conv._ConvNd):
+                    weight = m.weight.data
+                    placed = channels_last_on_cpu(weight) if weight.device.type == "cpu" else weight.contiguous()
+                    if placed is not weight:
+                        m.weight.data = placed
+
+    def _apply(self, fn, *args, **kwargs):
+        module = super()._apply(fn, *args, **kwargs)
+        if self.channels_last:
+            self._place_full_res_weights()
+        return module
+
     def _check_input(self, x: torch.Tensor) -> None:
         shape = format_shape(x.shape)
         if x.dim() != self.spatial_dims + 2:
@@ -229,7 +261,9 @@ class EMNet(nn.Module):
         for j, up in enumerate(self.up_blocks):
             dec = up(dec, skips[-2 - j])
             dec_outs.append(dec)
-        logits = self.out(self.up_full(dec, self.encoder1(x)))
+        # the full-resolution branch is most of a CPU step: channels-last there halves its convolutions' time
+        full = self.encoder1(channels_last_on_cpu(x) if self.channels_last else x)
+        logits = self.out(self.up_full(dec, full)).contiguous()
         if self.deep_supervision and self.training:
             outs = [logits]
             for i, head in enumerate(self.ds_heads):  # 1/4 (the last decoder output), then 1/8

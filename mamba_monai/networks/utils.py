@@ -1,8 +1,11 @@
-"""Helpers the networks share (TorchScript-compatible: they run inside scripted forward passes)."""
+"""Helpers the networks share (the ones called in ``forward`` are TorchScript-compatible)."""
 
 from __future__ import annotations
 
-__all__ = ["divisible_size_hint"]
+import torch
+import torch.nn as nn
+
+__all__ = ["divisible_size_hint", "instance_norms_as_group_norms", "channels_last_on_cpu"]
 
 
 def divisible_size_hint(spatial: list[int], k: int) -> str:
@@ -19,3 +22,35 @@ def divisible_size_hint(spatial: list[int], k: int) -> str:
     if has_lower and lower != upper:
         return "x".join(lower) + " or " + "x".join(upper)
     return "x".join(upper)
+
+
+def instance_norms_as_group_norms(module: nn.Module) -> nn.Module:
+    """
+    Replace, in place, every ``nn.InstanceNorm{1,2,3}d`` of ``module`` that keeps no running statistics by
+    ``nn.GroupNorm(C, C)`` with the same ``eps`` and ``affine``: the same normalisation (per sample and channel over
+    space) and the same state dict keys (``weight``/``bias`` when affine, none otherwise), so checkpoints load either
+    way. On a CPU GroupNorm keeps a channels-last input channels-last, where InstanceNorm returns a channels-first
+    copy, which undoes the faster channels-last convolutions around it. Returns ``module``.
+    """
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.instancenorm._InstanceNorm) and not child.track_running_stats:
+                norm = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=child.affine)
+                if child.affine:
+                    norm.load_state_dict(child.state_dict())
+                setattr(parent, name, norm)
+    return module
+
+
+def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
+    """
+    ``x`` in the channels-last layout (``torch.channels_last_3d`` for 5D, ``torch.channels_last`` for 4D) when it is
+    on a CPU, else ``x`` unchanged. oneDNN's 3x3(x3) convolutions on few channels (4-16) run about twice as fast,
+    forward and backward, in that layout (``benchmarks/profile_emnet_step.py``); on a GPU the layout is the caller's.
+    """
+    if x.device.type == "cpu":
+        if x.dim() == 5:
+            return x.contiguous(memory_format=torch.channels_last_3d)
+        if x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+    return x
