@@ -579,8 +579,10 @@ def print_table(report: dict[str, Any]) -> None:
             run = f.get("budgets", {}).get(f"{b:g}", {})
             cells.append(f"{_fmt(run.get('dice_final'), '12.4f')} | {_fmt(run.get('dice_best'), '6.4f')} | "
                          f"{_fmt(run.get('iterations'), '5d')}")
+        # counted by the inference timing, else by the training runs (--skip-infer)
+        params = f.get("params") or next((r["params"] for r in f.get("budgets", {}).values() if r.get("params")), None)
         print(
-            f"{name:<10} | {_fmt(f.get('params', 0) / 1e6, '7.2f')}M | {_fmt(f.get('step_seconds'), '6.3f')} | "
+            f"{name:<10} | {_fmt(params / 1e6 if params else None, '7.2f')}M | {_fmt(f.get('step_seconds'), '6.3f')} | "
             f"{_fmt(f.get('infer_seconds'), '11.2f')} | {_fmt(f.get('infer_ratio_vs_emnet'), '8.2f')} | "
             f"{_fmt(f.get('chosen_lr'), '7.0e')} | " + " | ".join(cells)
         )
@@ -613,8 +615,9 @@ def _floats(text: str, what: str, p: argparse.ArgumentParser) -> list[float]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-min", default="10,30", help="training wall clock per network, minutes, one or more (default 10,30)")
-    p.add_argument("--lr-grid", default="1e-4,3e-4,1e-3,2e-3",
-                   help="peak learning rates each trained net tries (default 1e-4,3e-4,1e-3,2e-3); one value skips the search")
+    p.add_argument("--lr-grid", default="1e-3,2e-3,5e-3,1e-2",
+                   help="peak learning rates each trained net tries (default 1e-3,2e-3,5e-3,1e-2: EMNet and UNet chose the "
+                        "top of 1e-4..2e-3 and of 3e-4..5e-3 in earlier runs); one value skips the search")
     p.add_argument("--lr", action="append", default=[], metavar="NET=LR",
                    help="a fixed peak learning rate for one net instead of the grid search, e.g. --lr emnet_v03=2e-3")
     p.add_argument("--grid-budget-min", type=float, default=2.0, help="minutes of each learning-rate trial (default 2)")

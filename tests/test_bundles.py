@@ -42,6 +42,7 @@ class BundleSpec:
     metrics: tuple[str, ...]  # the evaluation's metric names (CSV files)
     export_shapes: tuple[tuple[int, ...], ...]  # the exported model must match eager at each
     train_overrides: dict = dataclasses.field(default_factory=dict)
+    clips_gradients: bool = False  # train.json's GradientClipping handler (grad_clip_norm)
 
 
 SPECS = {
@@ -51,6 +52,7 @@ SPECS = {
         metrics=("val_mean_dice", "val_hd95_mm", "val_surface_dice"),
         export_shapes=((1, 1, 64, 64, 32), (1, 1, 64, 96, 32)),
         train_overrides={"train#dataset#cache_rate": 0.0, "validate#dataset#cache_rate": 0.0},
+        clips_gradients=True,
     ),
     "spectral_vmamba_seg2d": BundleSpec(
         demo=lambda root: ensure_demo_2d_dataset(root, num_train=4, num_val=2, num_test=2, size_scale=0.5),
@@ -78,9 +80,11 @@ def run_dir(request, tmp_path_factory):
     train = bundle_workflow(bundle, "train", epochs=1, val_interval=1, **overrides, **spec.train_overrides)
     run_workflow(train)
     evaluator = train.parser.get_parsed_content("validate#evaluator")
+    trainer = train.parser.get_parsed_content("train#trainer")
     return {
         "bundle": bundle, "spec": spec, "base": base, "data_dir": data_dir, "datalist": datalist,
         "overrides": overrides, "val_metrics": dict(evaluator.state.metrics),
+        "grad_norm": getattr(trainer.state, "grad_norm", None),
     }
 
 
@@ -112,6 +116,8 @@ def test_train_one_epoch_writes_checkpoints_and_validates(run_dir):
     state = torch.load(models / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values()), "model.pt must be a plain tensor state_dict"
     assert 0.0 <= run_dir["val_metrics"]["val_mean_dice"] <= 1.0
+    if run_dir["spec"].clips_gradients:  # the clipping hook ran before the optimizer's steps and saw real gradients
+        assert run_dir["grad_norm"] is not None and 0.0 < run_dir["grad_norm"] < float("inf")
 
 
 def test_resume_continues_from_the_saved_epoch(run_dir):

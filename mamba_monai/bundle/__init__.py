@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .handlers import CaseRecorder, ResumableCheckpoint
+from .handlers import CaseRecorder, GradientClipping, ResumableCheckpoint
 from .trainer import Trainer, TrainingConfig
 from .utils import (
     BUNDLES_DIR,
@@ -19,6 +19,7 @@ __all__ = [
     "BUNDLES_DIR",
     "SCHEMA_PATH",
     "CaseRecorder",
+    "GradientClipping",
     "ResumableCheckpoint",
     "Trainer",
     "TrainingConfig",

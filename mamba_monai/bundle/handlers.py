@@ -12,7 +12,7 @@ from monai.utils import optional_import
 Events, _ = optional_import("ignite.engine", name="Events")
 idist, _ = optional_import("ignite.distributed")
 
-__all__ = ["CaseRecorder", "ResumableCheckpoint"]
+__all__ = ["CaseRecorder", "GradientClipping", "ResumableCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,54 @@ class ResumableCheckpoint:
         tmp = f"{self.path}.tmp{os.getpid()}"
         torch.save(ckpt, tmp)
         os.replace(tmp, self.path)
+
+
+class GradientClipping:
+    """
+    Clips the gradients' total norm (``torch.nn.utils.clip_grad_norm_`` over the optimizer's parameters) right before
+    every optimizer step of a trainer: with gradient accumulation only the accumulated gradient is clipped, and under
+    AMP the gradients are clipped after ``GradScaler`` has unscaled them (the clip runs as a step pre-hook of the
+    optimizer, which ``GradScaler.step`` calls after unscaling). The last norm before clipping is kept in
+    ``engine.state.grad_norm``.
+
+    It lets a network train at a higher peak learning rate without the loss spikes that end a run early (EMNet on the
+    emnet_seg3d demo data: see that bundle's docs).
+
+    Args:
+        max_norm: largest total gradient norm; larger gradients are scaled down to it. ``None`` or 0 turns clipping
+            off (the handler then does nothing), so a bundle can expose it as a plain config value.
+        norm_type: the p of the p-norm (``inf`` for the largest absolute value). Defaults to 2.0.
+        optimizer: the optimizer to hook; None uses the engine's ``optimizer``.
+    """
+
+    def __init__(self, max_norm: float | None, norm_type: float = 2.0, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if max_norm is not None and not float(max_norm) >= 0:
+            raise ValueError(f"GradientClipping: `max_norm` must be a non-negative number or None, got {max_norm}.")
+        self.max_norm = float(max_norm) if max_norm else 0.0
+        self.norm_type = float(norm_type)
+        self.optimizer = optimizer
+        self.engine = None
+        self._hooked = None
+
+    def attach(self, engine) -> None:
+        if self.max_norm:
+            self.engine = engine
+            # a MONAI trainer attaches its handlers before it stores its optimizer: hook it when the run starts
+            engine.add_event_handler(Events.STARTED, self._hook_optimizer)
+
+    def _hook_optimizer(self, engine) -> None:
+        optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
+        if optimizer is None:
+            raise ValueError("GradientClipping: the engine has no `optimizer`; pass one with `optimizer=`.")
+        if self._hooked is not optimizer:
+            optimizer.register_step_pre_hook(self._clip)
+            self._hooked = optimizer
+
+    def _clip(self, optimizer, args, kwargs) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, norm_type=self.norm_type)
+        if self.engine is not None:
+            self.engine.state.grad_norm = float(norm)
 
 
 def _unwrap(obj):
