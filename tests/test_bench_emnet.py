@@ -80,3 +80,19 @@ def test_targets_and_plot_from_figures(tmp_path):
     png = tmp_path / "dice.png"
     bench.plot_dice_vs_time(report, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_shows_each_class_dice_with_the_bundle_class_names(capsys):
+    bench = _bench()
+    assert bench.class_names() == ["liver", "spleen", "kidney", "aorta", "gland"]  # metadata.json, background left out
+    run = {"dice_final": 0.3, "dice_best": 0.3, "iterations": 10, "class_dice_final": [0.7, 0.0, 0.0, 0.8, 0.0]}
+    report = {
+        "budgets_min": [10.0],
+        "class_names": bench.class_names(),
+        "machine": {k: "-" for k in ("platform", "processor", "cpu_count", "torch_threads", "torch", "monai", "cuda")},
+        "nets": {"emnet_fast": {"budgets": {"10": run}}, "unet": {"budgets": {"10": dict(run, class_dice_final=None)}}},
+    }
+    report["targets"] = bench.targets(report)
+    bench.print_table(report)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dice per class")]
+    assert lines == ["Dice per class after 10 min, emnet_fast: liver 0.700, spleen 0.000, kidney 0.000, aorta 0.800, gland 0.000"]
