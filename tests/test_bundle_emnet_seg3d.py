@@ -93,3 +93,19 @@ def test_exported_model_gives_the_eager_whole_volume_prediction(tmp_path):
     with torch.no_grad():
         diff = (inferer(volume, net.eval()) - inferer(volume, exported)).abs().max()
     assert diff < 1e-4
+
+
+def test_warm_up_trains_from_the_first_epoch_and_reaches_the_peak_rate_after_warmup_epochs():
+    parser = ConfigParser()
+    parser.read_config(os.path.join(CONFIGS, "train.json"))
+    parser["epochs"], parser["warmup_epochs"], parser["learning_rate"] = 10, 3, 2e-3
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    optimizer = parser.get_parsed_content("optimizer")
+    rates = []
+    for _ in range(5):  # LrScheduleHandler steps the schedule once per epoch
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # a linear ramp 1/4, 2/4, 3/4 of the peak (no epoch at rate 0), the peak at epoch 4, then the cosine decay
+    assert rates[:4] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3])
+    assert 0 < rates[4] < 2e-3
