@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_emnet import NETS, TRAIN_CONFIG, _params, _workflow, class_names, net_context, network_def  # noqa: E402
+from bench_emnet import NETS, _params, _workflow, class_names, net_context  # noqa: E402
 
 _LABELLED = re.compile(r"^(?P<label>[\w.-]+)=(?P<net>[\w.-]+):(?P<json>.*)$", re.S)
 
@@ -84,11 +84,8 @@ def train_variant(label: str, net: str, net_overrides: dict, recipe: dict, data_
     """Train one variant for ``epochs`` epochs through the bundle; its per-validation Dice (mean and per class)."""
     from ignite.engine import Events
 
-    base = network_def(net)
-    if base is None:  # the bundle's own network
-        with open(TRAIN_CONFIG) as fh:
-            base = json.load(fh)["network_def"]
-    override = {**recipe, "epochs": epochs, "val_interval": val_interval, "network_def": {**base, **net_overrides}}
+    changes = {f"network_def#{key}": value for key, value in net_overrides.items()}  # on top of the net's own config
+    override = {**recipe, "epochs": epochs, "val_interval": val_interval, **changes}
     if learning_rate is not None:
         override["learning_rate"] = learning_rate
     wf = _workflow(data_dir, os.path.join(work_dir, label), net, 16, **override)

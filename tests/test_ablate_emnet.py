@@ -63,7 +63,7 @@ def test_each_variant_trains_its_own_network_and_records_dice_per_class(tmp_path
     # the overrides reached the network: its size is that of an EMNet built from the fast config plus the changes
     from mamba_monai.networks import EMNet
 
-    fast = {k: v for k, v in ablate.network_def("emnet_fast").items() if k != "_target_" and not str(v).startswith("@")}
+    fast = {k: v for k, v in sys.modules["bench_emnet"].network_def("emnet_fast").items() if k != "_target_" and not str(v).startswith("@")}
     expected = EMNet(**{**fast, **tiny}, in_channels=1, out_channels=6, filter_roi_size=[64, 64, 32])
     assert run["params"] == sum(p.numel() for p in expected.parameters())
     (row,) = run["history"]
