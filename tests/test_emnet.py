@@ -121,6 +121,7 @@ def test_input_errors():
         (dict(drop_path_rate=1.0), "drop_path_rate"),
         (dict(filter_roi_size=100), "filter_roi_size"),
         (dict(full_res_channels=0), "full_res_channels"),
+        (dict(logit_scale=0.0), "logit_scale. must be positive"),
         (dict(depths=(1, 1), fft_nums=(0, 0), decoder_depths=(1,), deep_supervision=True), "deep_supervision"),
     ],
 )
@@ -143,6 +144,26 @@ def test_full_res_channels_narrow_only_the_full_resolution_branch():
     assert out.shape == default(x).shape == (1, 3, 32, 32, 32)
     out.mean().backward()
     assert all(p.grad is not None for p in narrow.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_logit_scale_multiplies_the_logits_of_the_same_weights(spatial_dims):
+    """logit_scale adds no parameter (the state dict loads both ways) and multiplies the logits of the same weights,
+    the deep supervision outputs too; the argmax (the segmentation) is unchanged."""
+    torch.manual_seed(0)
+    kwargs = dict(TINY3, spatial_dims=spatial_dims, full_res_channels=4, deep_supervision=True)
+    plain, scaled = EMNet(**kwargs), EMNet(**kwargs, logit_scale=8.0)
+    scaled.load_state_dict(plain.state_dict())  # strict
+    x = torch.randn(2, 1, *([16, 32, 16][:spatial_dims]))
+    outs, refs = scaled(x), plain(x)
+    assert len(outs) == len(refs) == 3
+    for a, b in zip(outs, refs):
+        torch.testing.assert_close(a, 8.0 * b)
+    scaled.eval(), plain.eval()
+    with torch.no_grad():
+        out, ref = scaled(x), plain(x)
+    torch.testing.assert_close(out, 8.0 * ref)
+    assert torch.equal(out.argmax(1), ref.argmax(1))
 
 
 def test_instance_norms_as_group_norms_keep_the_normalisation_and_the_state_dict():

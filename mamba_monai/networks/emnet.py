@@ -73,6 +73,16 @@ class EMNet(nn.Module):
             same normalisation with the same state dict. False keeps the channels-first layout and InstanceNorm of
             mamba-monai 0.3. Outputs agree to float rounding; on a GPU the layout stays channels-first (only the
             norm's kernel differs). Defaults to True.
+        logit_scale: a fixed factor on the logits (and on the deep supervision outputs). Defaults to 1.0 (the
+            published network).
+
+    ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
+    instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
+    channels (8 in the emnet_seg3d bundle's ``configs/network_fast.json``) changes the logits slowly and early training
+    finds only the organs that intensity alone separates. A factor of 8 there lets the network find spleen and
+    kidneys within the first 160 steps, as MONAI's UNet does (the bundle's docs have the figures). A factor is the
+    same as a head initialised that much larger whose weights also learn that much faster; the argmax of the logits
+    does not depend on it.
 
     Shapes:
         input (B, in_channels, *S) with every S divisible by ``2 ** (len(depths) + 1)`` ->
@@ -100,6 +110,7 @@ class EMNet(nn.Module):
         use_checkpoint: bool = False,
         full_res_channels: int | None = None,
         channels_last: bool = True,
+        logit_scale: float = 1.0,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
@@ -108,6 +119,9 @@ class EMNet(nn.Module):
             raise ValueError(f"`full_res_channels` must be a positive integer or None, got {full_res_channels}.")
         self._check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
                          dropout_rate, drop_path_rate, deep_supervision)
+        if not float(logit_scale) > 0:
+            raise ValueError(f"`logit_scale` must be positive, got {logit_scale}.")
+        self.logit_scale = float(logit_scale)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -263,10 +277,13 @@ class EMNet(nn.Module):
             dec_outs.append(dec)
         # the full-resolution branch is most of a CPU step: channels-last there halves its convolutions' time
         full = self.encoder1(channels_last_on_cpu(x) if self.channels_last else x)
-        logits = self.out(self.up_full(dec, full)).contiguous()
+        logits = self._scaled(self.out(self.up_full(dec, full)).contiguous())
         if self.deep_supervision and self.training:
             outs = [logits]
             for i, head in enumerate(self.ds_heads):  # 1/4 (the last decoder output), then 1/8
-                outs.append(head(dec_outs[-1 - i]))
+                outs.append(self._scaled(head(dec_outs[-1 - i])))
             return outs
         return logits
+
+    def _scaled(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.logit_scale == 1.0 else logits * self.logit_scale
