@@ -159,7 +159,8 @@ def test_logit_scale_multiplies_the_logits_of_the_same_weights(spatial_dims):
     assert len(outs) == len(refs) == 3
     for a, b in zip(outs, refs):
         torch.testing.assert_close(a, 8.0 * b)
-    scaled.eval(), plain.eval()
+    scaled.eval()
+    plain.eval()
     with torch.no_grad():
         out, ref = scaled(x), plain(x)
     torch.testing.assert_close(out, 8.0 * ref)
