@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from .emnet import ChannelMLP, CSRMambaLayer, CSRMBlock, EFLLayer, EMNetUpBlock, LayerNormNd
 from .mamba import MambaMixer
+from .norm_act import InstanceNormAct, NormActBasicBlock, NormActResBlock, fuse_norm_act, set_fused_norm_act
 from .patch import PatchExpanding, ScriptablePatchEmbed, ScriptablePatchMerging
 from .medgan import (
     DynamicGate,
@@ -18,6 +19,11 @@ from .vss import VSSBlock
 
 __all__ = [
     "MambaMixer",
+    "InstanceNormAct",
+    "NormActResBlock",
+    "NormActBasicBlock",
+    "fuse_norm_act",
+    "set_fused_norm_act",
     "PatchExpanding",
     "ScriptablePatchEmbed",
     "ScriptablePatchMerging",

@@ -10,6 +10,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
 from monai.networks.layers.factories import Conv
 
 from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
+from mamba_monai.blocks.norm_act import fuse_norm_act, set_fused_norm_act
 from mamba_monai.networks.utils import channels_last_on_cpu, divisible_size_hint, instance_norms_as_group_norms
 from mamba_monai.ops.utils import format_shape
 
@@ -69,12 +70,17 @@ class EMNet(nn.Module):
         full_res_channels: channels of the full-resolution branch and head; None uses ``feature_size`` (the
             published design). Half of it cuts the convolutions there about 4x. Defaults to None.
         channels_last: on a CPU, run the full-resolution branch in the channels-last layout (oneDNN's convolutions
-            on few channels are about twice as fast there), its instance norms computed as ``GroupNorm(C, C)``, the
-            same normalisation with the same state dict. False keeps the channels-first layout and InstanceNorm of
-            mamba-monai 0.3. Outputs agree to float rounding; on a GPU the layout stays channels-first (only the
-            norm's kernel differs). Defaults to True.
+            on few channels are about twice as fast there), each instance norm and the leaky ReLU after it one
+            :class:`~mamba_monai.blocks.InstanceNormAct` (fused numba kernels for float32 CPU tensors; PyTorch's
+            channels-last ``GroupNorm`` backward was slower than the convolutions), the same normalisation with the
+            same state dict. False keeps the channels-first layout and InstanceNorm of mamba-monai 0.3. Outputs agree
+            to float rounding; on a GPU the layout stays channels-first (only the norm's kernel differs). Defaults to
+            True.
         logit_scale: a fixed factor on the logits (and on the deep supervision outputs). Defaults to 1.0 (the
             published network).
+        fused_norm_act: with ``channels_last``, the fused kernels for the full-resolution branch's norms (see
+            ``channels_last``); False computes them with PyTorch's ``group_norm`` and ``leaky_relu`` (mamba-monai
+            0.3.5), the same values and state dict. Defaults to True.
 
     ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
     instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
@@ -111,6 +117,7 @@ class EMNet(nn.Module):
         full_res_channels: int | None = None,
         channels_last: bool = True,
         logit_scale: float = 1.0,
+        fused_norm_act: bool = True,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
@@ -162,7 +169,7 @@ class EMNet(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             for full_res_block in (self.encoder1, self.up_full, self.out):
-                instance_norms_as_group_norms(full_res_block)
+                instance_norms_as_group_norms(set_fused_norm_act(fuse_norm_act(full_res_block), fused_norm_act))
             self._place_full_res_weights()
         self.ds_heads = nn.ModuleList()
         if deep_supervision:  # on the decoder outputs at 1/4 and 1/8

@@ -47,10 +47,12 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     ``x`` in the channels-last layout (``torch.channels_last_3d`` for 5D, ``torch.channels_last`` for 4D) when it is
     on a CPU, else ``x`` unchanged. oneDNN's 3x3(x3) convolutions on few channels (4-16) run about twice as fast,
     forward and backward, in that layout (``benchmarks/profile_emnet_step.py``); on a GPU the layout is the caller's.
+    A one-channel tensor gets the channels-last strides too (``contiguous`` leaves it as it is, since it is already
+    contiguous in both layouts): oneDNN then gives the convolutions on it a channels-last output.
     """
-    if x.device.type == "cpu":
-        if x.dim() == 5:
-            return x.contiguous(memory_format=torch.channels_last_3d)
-        if x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
+    if x.device.type == "cpu" and x.dim() in (4, 5):
+        layout = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+        if not torch.jit.is_tracing() and x.shape[1] == 1 and x.stride(1) != 1:
+            return torch.empty_like(x, memory_format=layout).copy_(x)
+        return x.contiguous(memory_format=layout)
     return x

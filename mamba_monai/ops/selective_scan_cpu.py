@@ -40,12 +40,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.utils import optional_import
 
 from .selective_scan_ref import selective_scan_ref
-from .utils import MAMBA_SSM_DTYPES, mamba_ssm_scan_fn
-
-numba, has_numba = optional_import("numba")
+from .utils import MAMBA_SSM_DTYPES, has_numba, mamba_ssm_scan_fn, numba, numba_jit, numba_launch, numba_threads
 
 __all__ = [
     "has_numba",
@@ -67,14 +64,6 @@ BWD_OP_NAME = "mamba_monai::selective_scan_bwd"
 
 CHUNK_SIZE = 64
 """Steps between forward checkpoints (the backward recomputes at most this many states at once)."""
-
-
-def _jit(fn):
-    """``njit(parallel=True, fastmath=True, cache=True)``; without the on-disk cache where it cannot be written."""
-    try:
-        return numba.njit(parallel=True, fastmath=True, cache=True)(fn)
-    except RuntimeError:  # no writable cache location (read-only install)
-        return numba.njit(parallel=True, fastmath=True, cache=False)(fn)
 
 
 def _exp_consts(dtype: torch.dtype) -> tuple[torch.Tensor, torch.dtype, int, int]:
@@ -277,27 +266,8 @@ def _scan_bwd(
 
 if has_numba:
     _vexp = numba.njit(fastmath=True, cache=True, inline="always")(_vexp)
-    _scan_fwd_kernel = _jit(_scan_fwd)
-    _scan_bwd_kernel = _jit(_scan_bwd)
-
-
-def _numba_threads() -> int:
-    """The kernels run with torch's intra-op thread count, capped by numba's pool size."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-
-
-@contextlib.contextmanager
-def _launch() -> Iterator[None]:
-    """A numba kernel launch with :func:`_numba_threads` threads. The first launch starts numba's OpenMP pool, which
-    resets the OpenMP thread count torch uses (to ``NUMBA_NUM_THREADS``): a process that asked torch for 1 thread
-    would run every later torch op on all cores. torch's count is put back afterwards."""
-    torch_threads = torch.get_num_threads()
-    numba.set_num_threads(_numba_threads())
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+    _scan_fwd_kernel = numba_jit(_scan_fwd)
+    _scan_bwd_kernel = numba_jit(_scan_bwd)
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -351,7 +321,7 @@ def _run_fwd(ops: tuple[torch.Tensor, ...], softplus: bool, has_z: bool, chunk: 
     last = u_c.new_empty(b, d, n_state)
     ckpt = u_c.new_empty(b, d, -(-length // chunk) if save_checkpoints else 0, n_state)
     ec, itype, ebias, shift = _exp_consts(u_c.dtype)
-    with _launch():
+    with numba_launch():
         _scan_fwd_kernel(
             _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
             bool(softplus), bool(has_z), int(chunk), bool(save_checkpoints),
@@ -492,7 +462,7 @@ def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chun
         )
     dout_c = dout.detach().to(compute).contiguous()
     dlast_c = dlast.detach().to(compute).contiguous() if dlast is not None else u_c.new_zeros(b, d, n_state)
-    nthreads = _numba_threads()
+    nthreads = numba_threads()
     dg = d // g
     nseg = min(dg, max(1, math.ceil(2 * nthreads / (b * g))))
     du = torch.empty_like(u_c)
@@ -504,7 +474,7 @@ def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chun
     dBt_p = u_c.new_zeros(nseg, b, g, length, n_state)
     dCt_p = u_c.new_zeros(nseg, b, g, length, n_state)
     ec, itype, ebias, shift = _exp_consts(compute)
-    with _launch():
+    with numba_launch():
         _scan_bwd_kernel(
             _np(u_c), _np(delta_c), _np(A_c), _np(Bt), _np(Ct), _np(D_c), _np(z_c), _np(bias_c),
             bool(delta_softplus), has_z, int(chunk), _np(ckpt), _np(dout_c), _np(dlast_c), int(nseg),

@@ -1,0 +1,168 @@
+"""Instance normalisation fused with its leaky ReLU (``mamba_monai.ops.instance_norm_cpu``), and MONAI's residual and
+basic U-Net blocks rebuilt around it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
+
+from mamba_monai.ops.instance_norm_cpu import has_numba
+
+__all__ = ["InstanceNormAct", "NormActResBlock", "NormActBasicBlock", "fuse_norm_act", "set_fused_norm_act"]
+
+
+class InstanceNormAct(nn.Module):
+    """
+    Instance normalisation (per sample and channel, over space; no running statistics), optionally followed by a
+    leaky ReLU, in one module. Float32 CPU tensors go through the fused numba kernels (one autograd node, output
+    channels-last; ``mamba_monai::instance_norm_act_fwd``); every other tensor, and all tensors when ``fused`` is
+    False, through ``F.group_norm`` and ``F.leaky_relu``. Both give the same values; the state dict is that of
+    ``nn.InstanceNorm{1,2,3}d`` (``weight`` and ``bias`` when affine).
+
+    Args:
+        num_channels: C of the (B, C, *spatial) input.
+        eps: added to the variance.
+        affine: learn a per-channel scale and shift.
+        negative_slope: slope of the leaky ReLU for negative inputs; 1.0 is no activation, 0.0 a ReLU.
+        fused: use the fused kernels where they apply (numba importable).
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = False,
+        negative_slope: float = 1.0,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_channels = int(num_channels)
+        self.eps = float(eps)
+        self.negative_slope = float(negative_slope)
+        self.fused = bool(fused) and has_numba
+        if affine:
+            self.weight = nn.Parameter(torch.ones(self.num_channels))
+            self.bias = nn.Parameter(torch.zeros(self.num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    @classmethod
+    def from_norm(cls, norm: nn.Module, negative_slope: float = 1.0) -> InstanceNormAct:
+        """The same normalisation as ``norm`` (an instance norm without running statistics, or a ``GroupNorm`` with one
+        channel per group), its affine parameters copied, followed by a leaky ReLU of ``negative_slope``."""
+        if not is_instance_norm(norm):
+            raise TypeError(f"InstanceNormAct.from_norm: expected an instance norm, got {norm}.")
+        channels = norm.num_channels if isinstance(norm, nn.GroupNorm) else norm.num_features
+        affine = norm.affine
+        fused = cls(channels, eps=norm.eps, affine=affine, negative_slope=negative_slope)
+        if affine:
+            fused.load_state_dict(norm.state_dict())
+        return fused.to(next(iter(norm.parameters()), torch.empty(0)).device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, *spatial); returns the same shape."""
+        if self.fused and x.device.type == "cpu" and x.dtype == torch.float32:
+            return torch.ops.mamba_monai.instance_norm_act_fwd(x, self.weight, self.bias, self.eps, self.negative_slope)[0]
+        y = F.group_norm(x, self.num_channels, self.weight, self.bias, self.eps)
+        if self.negative_slope == 1.0:
+            return y
+        return F.leaky_relu(y, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_channels}, eps={self.eps}, affine={self.weight is not None}, "
+                f"negative_slope={self.negative_slope}, fused={self.fused}")
+
+
+def is_instance_norm(norm: nn.Module) -> bool:
+    """An instance norm without running statistics, or a ``GroupNorm`` with one channel per group."""
+    if isinstance(norm, nn.modules.instancenorm._InstanceNorm):
+        return not norm.track_running_stats
+    return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels
+
+
+def _slope(act: nn.Module) -> float | None:
+    """The negative slope of a (leaky) ReLU, None for any other activation."""
+    if isinstance(act, nn.LeakyReLU):
+        return float(act.negative_slope)
+    if isinstance(act, nn.ReLU):
+        return 0.0
+    return None
+
+
+class NormActResBlock(nn.Module):
+    """
+    MONAI's ``UnetResBlock`` (conv, norm, act, conv, norm, + residual (1x1 conv, norm), act) with its first norm and
+    act as one :class:`InstanceNormAct`; built from an existing block, whose convolutions it shares. Same state dict,
+    same values. Input (B, C_in, *spatial), output (B, C_out, *spatial / stride).
+    """
+
+    def __init__(self, block: UnetResBlock) -> None:
+        super().__init__()
+        slope = _slope(block.lrelu)
+        self.conv1, self.conv2, self.lrelu = block.conv1, block.conv2, block.lrelu
+        self.norm1 = InstanceNormAct.from_norm(block.norm1, negative_slope=slope)
+        self.norm2 = InstanceNormAct.from_norm(block.norm2)
+        self.downsample = block.downsample
+        if hasattr(block, "conv3"):
+            self.conv3 = block.conv3
+            self.norm3 = InstanceNormAct.from_norm(block.norm3)
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        out = self.norm2(self.conv2(self.norm1(self.conv1(inp))))
+        residual = inp
+        if hasattr(self, "conv3"):
+            residual = self.conv3(residual)
+        if hasattr(self, "norm3"):
+            residual = self.norm3(residual)
+        out += residual
+        return self.lrelu(out)
+
+
+class NormActBasicBlock(nn.Module):
+    """
+    MONAI's ``UnetBasicBlock`` (conv, norm, act, conv, norm, act) with each norm and act as one
+    :class:`InstanceNormAct`; built from an existing block, whose convolutions it shares. Same state dict, same
+    values. Input (B, C_in, *spatial), output (B, C_out, *spatial / stride).
+    """
+
+    def __init__(self, block: UnetBasicBlock) -> None:
+        super().__init__()
+        slope = _slope(block.lrelu)
+        self.conv1, self.conv2 = block.conv1, block.conv2
+        self.norm1 = InstanceNormAct.from_norm(block.norm1, negative_slope=slope)
+        self.norm2 = InstanceNormAct.from_norm(block.norm2, negative_slope=slope)
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.conv2(self.norm1(self.conv1(inp))))
+
+
+def _fusable(block: nn.Module) -> bool:
+    norms = [getattr(block, name) for name in ("norm1", "norm2", "norm3") if hasattr(block, name)]
+    return _slope(block.lrelu) is not None and all(is_instance_norm(n) for n in norms)
+
+
+def fuse_norm_act(module: nn.Module) -> nn.Module:
+    """
+    Replace, in place, every ``UnetResBlock`` / ``UnetBasicBlock`` in ``module`` whose norms are instance norms and
+    whose activation is a (leaky) ReLU by :class:`NormActResBlock` / :class:`NormActBasicBlock` (the same weights and
+    state dict keys). Returns ``module``.
+    """
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, UnetResBlock) and _fusable(child):
+                setattr(parent, name, NormActResBlock(child))
+            elif isinstance(child, UnetBasicBlock) and _fusable(child):
+                setattr(parent, name, NormActBasicBlock(child))
+    return module
+
+
+def set_fused_norm_act(module: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every :class:`InstanceNormAct` in ``module`` to the fused kernels (``enabled``, where numba imports) or to
+    PyTorch's ``group_norm`` + ``leaky_relu``, e.g. to time both in one run. Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, InstanceNormAct):
+            m.fused = bool(enabled) and has_numba
+    return module
