@@ -50,6 +50,18 @@ def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_
     assert bench.reference_net(["emnet", "emnet_fast"]) == "emnet_fast" and bench.reference_net(["emnet"]) == "emnet"
 
 
+def test_emnet_fast_035_is_the_fast_network_with_monai_blocks_and_is_never_trained():
+    from mamba_monai.blocks import InstanceNormAct
+
+    bench = _bench()
+    fast, old_norms = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_035"))
+    assert old_norms.state_dict().keys() == fast.state_dict().keys()
+    fused = [[m.fused for m in net.modules() if isinstance(m, InstanceNormAct)] for net in (fast, old_norms)]
+    assert fused == [[True] * 5, []]
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in old_norms.modules()) == 5
+    assert "emnet_fast_035" in bench.TIMED_ONLY and "emnet_fast" not in bench.TIMED_ONLY
+
+
 def test_unet_baseline_is_the_issue_configuration():
     net = _network(_bench(), "unet")
     assert isinstance(net, UNet) and tuple(net.channels) == (16, 32, 64, 128) and tuple(net.strides) == (2, 2, 2)

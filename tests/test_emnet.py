@@ -220,7 +220,7 @@ def test_full_resolution_branch_runs_channels_last_on_cpu_with_the_same_outputs_
 
 def test_full_resolution_norms_fused_match_float64():
     """channels_last fuses each full-resolution instance norm with its leaky ReLU (InstanceNormAct, numba kernels);
-    fused_norm_act=False computes them with PyTorch (0.3.5). Same state dict; against the network in float64 the
+    fused_norm_act=False keeps MONAI's blocks with GroupNorm (0.3.5). Same state dict; against the network in float64 the
     fused one's output and gradients are within float32 rounding (PyTorch's float32 channels-last GroupNorm is off by
     up to 1% in some gradients here, the reason for the loose tolerances of the test above)."""
     from mamba_monai.blocks import InstanceNormAct, NormActBasicBlock, NormActResBlock

@@ -117,12 +117,15 @@ def test_module_fused_and_pytorch_paths_agree_and_keep_instance_norms_state_dict
 ])
 def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels):
     """fuse_norm_act swaps MONAI's blocks for ones with the same state dict keys, outputs and gradients (the original
-    loads into the fused one), and leaves blocks with another norm alone."""
+    loads into the fused one; the residual convolution's weight gets its gradient through the scale too), and leaves
+    blocks with another norm alone."""
     torch.manual_seed(0)
     original = torch.nn.Sequential(block_type(3, in_channels, 4, kernel_size=3, stride=1, norm_name="instance"),
                                    block_type(3, 4, 4, kernel_size=3, stride=1, norm_name="batch"))
     fused = fuse_norm_act(copy.deepcopy(original))
     assert isinstance(fused[0], fused_type) and isinstance(fused[1], block_type)
+    # the 1 -> 4 1x1 residual convolution runs as a per-channel scale of the input
+    assert getattr(fused[0], "scale_residual", False) == (in_channels == 1)
     assert fused.state_dict().keys() == original.state_dict().keys()
     fused.load_state_dict(original.state_dict())
     x = torch.randn(2, in_channels, 8, 8, 6)

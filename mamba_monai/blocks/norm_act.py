@@ -106,19 +106,36 @@ class NormActResBlock(nn.Module):
         self.norm1 = InstanceNormAct.from_norm(block.norm1, negative_slope=slope)
         self.norm2 = InstanceNormAct.from_norm(block.norm2)
         self.downsample = block.downsample
+        self.scale_residual = False
         if hasattr(block, "conv3"):
             self.conv3 = block.conv3
             self.norm3 = InstanceNormAct.from_norm(block.norm3)
+            self.scale_residual = _is_channel_scale(block.conv3)
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         out = self.norm2(self.conv2(self.norm1(self.conv1(inp))))
         residual = inp
         if hasattr(self, "conv3"):
-            residual = self.conv3(residual)
+            if self.scale_residual:  # a 1x1 convolution of one channel: the input times each output channel's weight
+                weight = self.conv3.conv.weight
+                residual = residual * weight.reshape([1, weight.shape[0]] + [1] * (inp.dim() - 2))
+            else:
+                residual = self.conv3(residual)
         if hasattr(self, "norm3"):
             residual = self.norm3(residual)
         out += residual
         return self.lrelu(out)
+
+
+def _is_channel_scale(conv_block: nn.Module) -> bool:
+    """Whether a MONAI ``Convolution`` is a bare 1x1 convolution from one channel, without bias (then
+    ``x * weight`` per output channel; oneDNN took as long for it as for a 3x3x3 convolution on 8 channels)."""
+    conv = getattr(conv_block, "conv", None)
+    if not isinstance(conv, nn.modules.conv._ConvNd) or len(conv_block) != 1 or conv.transposed:
+        return False
+    no_padding = conv.padding == "valid" or (not isinstance(conv.padding, str) and all(p == 0 for p in conv.padding))
+    return (conv.in_channels == 1 and conv.bias is None and conv.groups == 1 and no_padding
+            and all(k == 1 for k in conv.kernel_size) and all(st == 1 for st in conv.stride))
 
 
 class NormActBasicBlock(nn.Module):

@@ -10,7 +10,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
 from monai.networks.layers.factories import Conv
 
 from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
-from mamba_monai.blocks.norm_act import fuse_norm_act, set_fused_norm_act
+from mamba_monai.blocks.norm_act import fuse_norm_act
 from mamba_monai.networks.utils import channels_last_on_cpu, divisible_size_hint, instance_norms_as_group_norms
 from mamba_monai.ops.utils import format_shape
 
@@ -78,9 +78,10 @@ class EMNet(nn.Module):
             True.
         logit_scale: a fixed factor on the logits (and on the deep supervision outputs). Defaults to 1.0 (the
             published network).
-        fused_norm_act: with ``channels_last``, the fused kernels for the full-resolution branch's norms (see
-            ``channels_last``); False computes them with PyTorch's ``group_norm`` and ``leaky_relu`` (mamba-monai
-            0.3.5), the same values and state dict. Defaults to True.
+        fused_norm_act: with ``channels_last``, the full-resolution branch's blocks as ``NormActResBlock`` /
+            ``NormActBasicBlock`` (fused norm + activation kernels, see ``channels_last``, and the 1-channel 1x1
+            residual convolution as a per-channel scale); False keeps MONAI's blocks with ``GroupNorm(C, C)``
+            (mamba-monai 0.3.5). The same values and state dict. Defaults to True.
 
     ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
     instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
@@ -169,7 +170,7 @@ class EMNet(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             for full_res_block in (self.encoder1, self.up_full, self.out):
-                instance_norms_as_group_norms(set_fused_norm_act(fuse_norm_act(full_res_block), fused_norm_act))
+                instance_norms_as_group_norms(fuse_norm_act(full_res_block) if fused_norm_act else full_res_block)
             self._place_full_res_weights()
         self.ds_heads = nn.ModuleList()
         if deep_supervision:  # on the decoder outputs at 1/4 and 1/8
