@@ -76,28 +76,32 @@ def _normalise(x, mean, rstd, weight, bias, slope, nchunk, y):
                 y[b, s, c] = z if z > 0 else z * slope
 
 
+def _pre_activation_grad(x, dy, mean, rstd, weight, bias, slope, b, s, c):
+    """(xhat, dz) at one element: the normalised input and the gradient before the activation."""
+    xhat = (x[b, s, c] - mean[b, c]) * rstd[b, c]
+    g = dy[b, s, c]
+    if xhat * weight[c] + bias[c] <= 0:
+        g = g * slope
+    return xhat, g
+
+
 def _backward(x, dy, mean, rstd, weight, bias, slope, nchunk, dx, dweight, dbias):
     """dx (B, S, C) and the per-sample sums dweight, dbias (B, C) of the pre-activation gradient dz: sum(dz * xhat)
     and sum(dz). dx = w * rstd * (dz - mean(dz) - xhat * mean(dz * xhat))."""
     n_b, length, n_c = x.shape
+    m, r = mean.astype(np.float32), rstd.astype(np.float32)
+    w, bb = weight.astype(np.float32), bias.astype(np.float32)
     part = np.zeros((n_b, nchunk, 2, n_c))
     for k in numba.prange(n_b * nchunk):
         b, j = k // nchunk, k % nchunk
         s0, s1 = _chunk_bounds(j, nchunk, length)
-        m = mean[b].astype(np.float32)
-        r = rstd[b].astype(np.float32)
-        w = weight.astype(np.float32)
-        bb = bias.astype(np.float32)
         acc = np.zeros((2, n_c))
         block = np.empty((2, n_c), dtype=np.float32)
         for start in range(s0, s1, _BLOCK):
             block[:] = 0.0
             for s in range(start, min(s1, start + _BLOCK)):
                 for c in range(n_c):
-                    xhat = (x[b, s, c] - m[c]) * r[c]
-                    g = dy[b, s, c]
-                    if xhat * w[c] + bb[c] <= 0:
-                        g = g * slope
+                    xhat, g = _pre_activation_grad(x, dy, m, r, w, bb, slope, b, s, c)
                     block[0, c] += g
                     block[1, c] += g * xhat
             acc += block
@@ -106,27 +110,21 @@ def _backward(x, dy, mean, rstd, weight, bias, slope, nchunk, dx, dweight, dbias
         for c in range(n_c):
             dbias[b, c] = part[b, :, 0, c].sum()
             dweight[b, c] = part[b, :, 1, c].sum()
+    gain = (weight * rstd).astype(np.float32)
+    mean_dz = (dbias / length).astype(np.float32)
+    mean_dz_xhat = (dweight / length).astype(np.float32)
     for k in numba.prange(n_b * nchunk):
         b, j = k // nchunk, k % nchunk
         s0, s1 = _chunk_bounds(j, nchunk, length)
-        m = mean[b].astype(np.float32)
-        r = rstd[b].astype(np.float32)
-        w = weight.astype(np.float32)
-        bb = bias.astype(np.float32)
-        gain = (weight * rstd[b]).astype(np.float32)
-        mean_dz = (dbias[b] / length).astype(np.float32)
-        mean_dz_xhat = (dweight[b] / length).astype(np.float32)
         for s in range(s0, s1):
             for c in range(n_c):
-                xhat = (x[b, s, c] - m[c]) * r[c]
-                g = dy[b, s, c]
-                if xhat * w[c] + bb[c] <= 0:
-                    g = g * slope
-                dx[b, s, c] = gain[c] * (g - mean_dz[c] - xhat * mean_dz_xhat[c])
+                xhat, g = _pre_activation_grad(x, dy, m, r, w, bb, slope, b, s, c)
+                dx[b, s, c] = gain[b, c] * (g - mean_dz[b, c] - xhat * mean_dz_xhat[b, c])
 
 
 if has_numba:
     _chunk_bounds = numba.njit(inline="always")(_chunk_bounds)
+    _pre_activation_grad = numba.njit(inline="always")(_pre_activation_grad)
     _stats_kernel = numba_jit(_stats)
     _normalise_kernel = numba_jit(_normalise)
     _backward_kernel = numba_jit(_backward)
