@@ -70,12 +70,12 @@ class EMNet(nn.Module):
         full_res_channels: channels of the full-resolution branch and head; None uses ``feature_size`` (the
             published design). Half of it cuts the convolutions there about 4x. Defaults to None.
         channels_last: on a CPU, run the full-resolution branch in the channels-last layout (oneDNN's convolutions
-            on few channels are about twice as fast there), each instance norm and the leaky ReLU after it one
-            :class:`~mamba_monai.blocks.InstanceNormAct` (fused numba kernels for float32 CPU tensors; PyTorch's
-            channels-last ``GroupNorm`` backward was slower than the convolutions), the same normalisation with the
-            same state dict. False keeps the channels-first layout and InstanceNorm of mamba-monai 0.3. Outputs agree
-            to float rounding; on a GPU the layout stays channels-first (only the norm's kernel differs). Defaults to
-            True.
+            on few channels are about twice as fast there), with ``fused_norm_act`` each instance norm and the leaky
+            ReLU after it one :class:`~mamba_monai.blocks.InstanceNormAct` (fused numba kernels for float32 CPU
+            tensors; PyTorch's channels-last ``GroupNorm`` backward was slower than the convolutions), without it
+            ``GroupNorm(C, C)``: the same normalisation with the same state dict. False keeps the channels-first layout
+            and InstanceNorm of mamba-monai 0.3. Outputs agree to float rounding; on a GPU the layout stays
+            channels-first (only the norm's kernel differs). Defaults to True.
         logit_scale: a fixed factor on the logits (and on the deep supervision outputs). Defaults to 1.0 (the
             published network).
         fused_norm_act: with ``channels_last``, the full-resolution branch's blocks as ``NormActResBlock`` /
