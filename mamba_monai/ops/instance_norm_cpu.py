@@ -37,42 +37,41 @@ def _chunk_bounds(j, nchunk, length):
     return j * step, min(length, (j + 1) * step)
 
 
-def _stats(x, nchunk, eps, mean, rstd):
-    """mean and rstd (B, C) of x (B, S, C), float64 sums over nchunk chunks of S per sample."""
+def _partial_sums(x, dy, mean, rstd, weight, bias, slope, grads, nchunk):
+    """(B, nchunk, 2, C) float64 sums over each chunk of positions: of x and x * x, or, with ``grads``, of the
+    pre-activation gradient dz and dz * xhat (the backward's reductions)."""
     n_b, length, n_c = x.shape
     part = np.zeros((n_b, nchunk, 2, n_c))
     for k in numba.prange(n_b * nchunk):
         b, j = k // nchunk, k % nchunk
         s0, s1 = _chunk_bounds(j, nchunk, length)
-        acc = np.zeros((2, n_c))
         block = np.empty((2, n_c), dtype=np.float32)
         for start in range(s0, s1, _BLOCK):
             block[:] = 0.0
             for s in range(start, min(s1, start + _BLOCK)):
                 for c in range(n_c):
-                    v = x[b, s, c]
-                    block[0, c] += v
-                    block[1, c] += v * v
-            acc += block
-        part[b, j] = acc
-    for b in range(n_b):
-        for c in range(n_c):
-            m = part[b, :, 0, c].sum() / length
-            var = max(part[b, :, 1, c].sum() / length - m * m, 0.0)
-            mean[b, c] = m
-            rstd[b, c] = 1.0 / np.sqrt(var + eps)
+                    if grads:
+                        xhat, g = _pre_activation_grad(x, dy, mean, rstd, weight, bias, slope, b, s, c)
+                        block[0, c] += g
+                        block[1, c] += g * xhat
+                    else:
+                        v = x[b, s, c]
+                        block[0, c] += v
+                        block[1, c] += v * v
+            part[b, j] += block
+    return part
 
 
 def _normalise(x, mean, rstd, weight, bias, slope, nchunk, y):
     n_b, length, n_c = x.shape
+    scale = (rstd * weight).astype(np.float32)
+    shift = (bias - mean * rstd * weight).astype(np.float32)
     for k in numba.prange(n_b * nchunk):
         b, j = k // nchunk, k % nchunk
         s0, s1 = _chunk_bounds(j, nchunk, length)
-        scale = (rstd[b] * weight).astype(np.float32)
-        shift = (bias - mean[b] * rstd[b] * weight).astype(np.float32)
         for s in range(s0, s1):
             for c in range(n_c):
-                z = x[b, s, c] * scale[c] + shift[c]
+                z = x[b, s, c] * scale[b, c] + shift[b, c]
                 y[b, s, c] = z if z > 0 else z * slope
 
 
@@ -85,49 +84,24 @@ def _pre_activation_grad(x, dy, mean, rstd, weight, bias, slope, b, s, c):
     return xhat, g
 
 
-def _backward(x, dy, mean, rstd, weight, bias, slope, nchunk, dx, dweight, dbias):
-    """dx (B, S, C) and the per-sample sums dweight, dbias (B, C) of the pre-activation gradient dz: sum(dz * xhat)
-    and sum(dz). dx = w * rstd * (dz - mean(dz) - xhat * mean(dz * xhat))."""
+def _input_grad(x, dy, mean, rstd, weight, bias, slope, mean_dz, mean_dz_xhat, nchunk, dx):
+    """dx = w * rstd * (dz - mean(dz) - xhat * mean(dz * xhat)), all (B, C) arguments float32."""
     n_b, length, n_c = x.shape
-    m, r = mean.astype(np.float32), rstd.astype(np.float32)
-    w, bb = weight.astype(np.float32), bias.astype(np.float32)
-    part = np.zeros((n_b, nchunk, 2, n_c))
-    for k in numba.prange(n_b * nchunk):
-        b, j = k // nchunk, k % nchunk
-        s0, s1 = _chunk_bounds(j, nchunk, length)
-        acc = np.zeros((2, n_c))
-        block = np.empty((2, n_c), dtype=np.float32)
-        for start in range(s0, s1, _BLOCK):
-            block[:] = 0.0
-            for s in range(start, min(s1, start + _BLOCK)):
-                for c in range(n_c):
-                    xhat, g = _pre_activation_grad(x, dy, m, r, w, bb, slope, b, s, c)
-                    block[0, c] += g
-                    block[1, c] += g * xhat
-            acc += block
-        part[b, j] = acc
-    for b in range(n_b):
-        for c in range(n_c):
-            dbias[b, c] = part[b, :, 0, c].sum()
-            dweight[b, c] = part[b, :, 1, c].sum()
-    gain = (weight * rstd).astype(np.float32)
-    mean_dz = (dbias / length).astype(np.float32)
-    mean_dz_xhat = (dweight / length).astype(np.float32)
     for k in numba.prange(n_b * nchunk):
         b, j = k // nchunk, k % nchunk
         s0, s1 = _chunk_bounds(j, nchunk, length)
         for s in range(s0, s1):
             for c in range(n_c):
-                xhat, g = _pre_activation_grad(x, dy, m, r, w, bb, slope, b, s, c)
-                dx[b, s, c] = gain[b, c] * (g - mean_dz[b, c] - xhat * mean_dz_xhat[b, c])
+                xhat, g = _pre_activation_grad(x, dy, mean, rstd, weight, bias, slope, b, s, c)
+                dx[b, s, c] = weight[c] * rstd[b, c] * (g - mean_dz[b, c] - xhat * mean_dz_xhat[b, c])
 
 
 if has_numba:
     _chunk_bounds = numba.njit(inline="always")(_chunk_bounds)
     _pre_activation_grad = numba.njit(inline="always")(_pre_activation_grad)
-    _stats_kernel = numba_jit(_stats)
+    _partial_sums_kernel = numba_jit(_partial_sums)
     _normalise_kernel = numba_jit(_normalise)
-    _backward_kernel = numba_jit(_backward)
+    _input_grad_kernel = numba_jit(_input_grad)
 
 
 def _chunks(batch: int, length: int) -> int:
@@ -184,14 +158,18 @@ def instance_norm_act_fwd(x, weight, bias, eps, negative_slope):
     _check(x, weight, bias)
     rows = _channels_last_rows(x)
     batch, length, channels = rows.shape
-    mean = torch.empty(batch, channels, dtype=torch.float64)
-    rstd = torch.empty(batch, channels, dtype=torch.float64)
     y = _channels_last_empty(x)
     w, b = _affine(weight, bias, channels)
     nchunk = _chunks(batch, length)
+    slope = np.float32(negative_slope)
+    x_np = rows.numpy()
     with numba_launch():
-        _stats_kernel(rows.numpy(), nchunk, float(eps), mean.numpy(), rstd.numpy())
-        _normalise_kernel(rows.numpy(), mean.numpy(), rstd.numpy(), w, b, np.float32(negative_slope), nchunk,
+        sums = _partial_sums_kernel(x_np, x_np, np.zeros((batch, channels), np.float32),
+                                    np.zeros((batch, channels), np.float32), w.astype(np.float32),
+                                    b.astype(np.float32), slope, False, nchunk).sum(1) / length
+        var = np.maximum(sums[:, 1] - sums[:, 0] ** 2, 0.0)
+        mean, rstd = torch.from_numpy(sums[:, 0].copy()), torch.from_numpy(1.0 / np.sqrt(var + eps))
+        _normalise_kernel(x_np, mean.numpy(), rstd.numpy(), w, b, slope, nchunk,
                           y.movedim(1, -1).view(batch, length, channels).numpy())
     return y, mean, rstd
 
@@ -218,14 +196,18 @@ def instance_norm_act_bwd(x, weight, bias, mean, rstd, negative_slope, dy):
     batch, length, channels = rows.shape
     dy_rows = _channels_last_rows(dy).contiguous()
     dx = _channels_last_empty(x)
-    dweight = torch.empty(batch, channels, dtype=torch.float64)
-    dbias = torch.empty(batch, channels, dtype=torch.float64)
     w, b = _affine(weight, bias, channels)
+    nchunk = _chunks(batch, length)
+    kernel_args = (rows.numpy(), dy_rows.numpy(), mean.numpy().astype(np.float32),
+                   rstd.numpy().astype(np.float32), w.astype(np.float32), b.astype(np.float32),
+                   np.float32(negative_slope))
     with numba_launch():
-        _backward_kernel(rows.numpy(), dy_rows.numpy(), mean.numpy(), rstd.numpy(), w, b, np.float32(negative_slope),
-                         _chunks(batch, length), dx.movedim(1, -1).view(batch, length, channels).numpy(),
-                         dweight.numpy(), dbias.numpy())
-    return dx, dweight.sum(0).float(), dbias.sum(0).float()
+        sums = _partial_sums_kernel(*kernel_args, True, nchunk).sum(1)  # (B, 2, C): sum(dz), sum(dz * xhat)
+        means = (sums / length).astype(np.float32)
+        _input_grad_kernel(*kernel_args, means[:, 0].copy(), means[:, 1].copy(), nchunk,
+                           dx.movedim(1, -1).view(batch, length, channels).numpy())
+    dbias, dweight = torch.from_numpy(sums[:, 0].sum(0)), torch.from_numpy(sums[:, 1].sum(0))
+    return dx, dweight.float(), dbias.float()
 
 
 @instance_norm_act_bwd.register_fake
