@@ -56,11 +56,10 @@ class InstanceNormAct(nn.Module):
         if not is_instance_norm(norm):
             raise TypeError(f"InstanceNormAct.from_norm: expected an instance norm, got {norm}.")
         channels = norm.num_channels if isinstance(norm, nn.GroupNorm) else norm.num_features
-        affine = norm.affine
-        fused = cls(channels, eps=norm.eps, affine=affine, negative_slope=negative_slope)
-        if affine:
-            fused.load_state_dict(norm.state_dict())
-        return fused.to(next(iter(norm.parameters()), torch.empty(0)).device)
+        fused = cls(channels, eps=norm.eps, affine=norm.affine, negative_slope=negative_slope)
+        if norm.affine:
+            fused.to(norm.weight.device).load_state_dict(norm.state_dict())
+        return fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, *spatial); returns the same shape."""
