@@ -71,12 +71,13 @@ import tempfile
 import time
 from typing import Any
 
-import torch
-
-try:
+try:  # before torch: the OpenMP spin count mamba_monai sets then reaches torch's pool too (bench_omp_wait.py)
     import mamba_monai  # noqa: F401
 except ImportError:  # run from a checkout without installing: the repository root is this file's parent's parent
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import mamba_monai  # noqa: F401
+
+import torch
 
 BUNDLE = "emnet_seg3d"
 NETS = ("emnet", "emnet_fast", "emnet_fast_035", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")

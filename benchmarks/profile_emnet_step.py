@@ -19,7 +19,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import mamba_monai  # noqa: E402,F401  (sets OMP_WAIT_POLICY=PASSIVE before torch starts its pool)
+import mamba_monai  # noqa: E402,F401  (its OpenMP spin count set before torch starts its pool)
 import torch  # noqa: E402
 from monai.losses import DiceCELoss  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402

@@ -10,12 +10,15 @@ import os
 
 __version__ = "0.1.0"
 
-# The CPU scan runs numba kernels on an OpenMP runtime of its own beside torch's: with the default (spinning) wait
-# policy each runtime's idle threads busy-wait while the other works, which made an EM-Net training step 11x slower
-# here (27.6 s vs 2.5 s on 2 cores beside one other job). OpenMP reads the policy when it starts, so this helps only
-# when mamba_monai is imported before torch (the `mamba-monai` command, scripts that import it first); otherwise
-# set OMP_WAIT_POLICY=PASSIVE in the environment (see README.md). A value already set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch and the numba kernels each run a GNU OpenMP thread pool. By default an idle pool's threads busy-wait for
+# 300,000 spins before sleeping: beside another job they steal its cores (an EM-Net step 11x slower in 0.1's
+# measurement). OMP_WAIT_POLICY=PASSIVE (sleep at once) fixed that but made a quiet machine 1.4x slower, every
+# parallel region paying to wake its threads. 1000 spins (libgomp's own count for an oversubscribed machine) kept both:
+# see benchmarks/bench_omp_wait.py and README.md. OpenMP reads this when its library loads: numba's always loads later;
+# torch's only when mamba_monai is imported before torch (the `mamba-monai` command, scripts that import it first).
+# A wait policy or spin count already in the environment is kept.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from . import blocks, bundle, data, engines, inferers, losses, metrics, networks, ops, visualize  # noqa: E402
 

@@ -1,6 +1,4 @@
-"""Test session settings. OMP_WAIT_POLICY must be set before torch starts its OpenMP runtime (see
-mamba_monai/__init__.py): pytest imports this file before any test module imports torch."""
+"""Test session settings: mamba_monai is imported before any test module imports torch, so the OpenMP spin count it
+sets when the environment has none (mamba_monai/__init__.py) reaches torch's thread pool as well as the numba kernels'."""
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import mamba_monai  # noqa: F401
