@@ -5,7 +5,9 @@ torch 2.14.1 (the CPU torch 2.13 of the core install makes torchvision fail to i
 ``pydicom<3``, ``dicomweb-client<0.60`` and ``pynetdicom<3`` (see DESIGN.md). So MONAI Label gets a separate
 virtual environment (about 8 GB, mostly CUDA libraries; a few minutes to build from a local registry) with those
 pins, the current MONAI version, mamba-monai's other dependencies (highdicom left out: it needs pydicom 3; DICOM SEG
-writing is not part of the Label app), and this source tree on its path (a ``.pth``, so edits are seen at once).
+writing is not part of the Label app), and the calling source tree on its path (a ``.pth``, so edits are seen at once).
+The environment is keyed by what it installs, not by the checkout: every clone on a machine shares one, and each
+:func:`ensure_label_env` call points its ``.pth`` at the calling checkout.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from pathlib import Path
 
 from mamba_monai._venv import env_python, imports_work, site_packages_of
 
-__all__ = ["DEFAULT_LABEL_ENV", "LABEL_REQUIREMENTS", "ensure_label_env", "label_python", "source_root"]
+__all__ = [
+    "DEFAULT_LABEL_ENV", "LABEL_REQUIREMENTS", "ensure_label_env", "env_key", "label_python", "label_requirements",
+    "source_root",
+]
 
 LABEL_REQUIREMENTS = [
     "monailabel==0.8.5",
@@ -45,19 +50,7 @@ def source_root() -> str:
     return str(root)
 
 
-DEFAULT_LABEL_ENV = os.environ.get(
-    "MAMBA_MONAI_LABEL_ENV",
-    os.path.join(os.path.expanduser("~"), ".cache", "mamba-monai",
-                 "label-env-" + hashlib.sha1(str(Path(__file__).resolve()).encode()).hexdigest()[:10]),
-)
-
-
 _PROBE = ("monailabel", "torchvision", "mamba_monai", "monailabel.tasks.infer.bundle")
-
-
-def label_python(env_dir: str = DEFAULT_LABEL_ENV) -> str:
-    """The Python interpreter of the MONAI Label environment."""
-    return env_python(env_dir)
 
 
 def _core_requirements() -> list[str]:
@@ -72,34 +65,64 @@ def _core_requirements() -> list[str]:
     return requirements
 
 
+def label_requirements() -> list[str]:
+    """What the MONAI Label environment installs: MONAI Label's pins, this MONAI version, mamba-monai's dependencies."""
+    import monai
+
+    return LABEL_REQUIREMENTS + [f"monai=={monai.__version__}"] + _core_requirements()
+
+
+def env_key(requirements: list[str]) -> str:
+    """A short key of the Python version and ``requirements``: environments that would install the same share it."""
+    text = "\n".join([".".join(map(str, sys.version_info[:2]))] + sorted(requirements))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+DEFAULT_LABEL_ENV = os.environ.get(
+    "MAMBA_MONAI_LABEL_ENV",
+    os.path.join(os.path.expanduser("~"), ".cache", "mamba-monai", "label-env-" + env_key(label_requirements())),
+)
+
+
+def label_python(env_dir: str = DEFAULT_LABEL_ENV) -> str:
+    """The Python interpreter of the MONAI Label environment."""
+    return env_python(env_dir)
+
+
+def _point_at_checkout(python: str, root: str) -> None:
+    """Make the environment of ``python`` import mamba_monai from the checkout in ``root``."""
+    pth = os.path.join(site_packages_of(python), "mamba_monai_source.pth")
+    if not os.path.isfile(pth) or open(pth, encoding="utf-8").read().strip() != root:
+        with open(pth, "w", encoding="utf-8") as f:
+            f.write(root + "\n")
+
+
 def ensure_label_env(env_dir: str = DEFAULT_LABEL_ENV, quiet: bool = True) -> str:
     """
-    Build the MONAI Label environment in ``env_dir`` unless a working one is there, and return its Python.
+    Build the MONAI Label environment in ``env_dir`` unless a working one is there, point it at this checkout, and
+    return its Python.
 
     Args:
-        env_dir: where it lives. Default ``~/.cache/mamba-monai/label-env-<key of this checkout>`` (or
-            ``$MAMBA_MONAI_LABEL_ENV``).
+        env_dir: where it lives. Default ``~/.cache/mamba-monai/label-env-<key of what it installs>`` (shared by every
+            checkout; see :func:`env_key`) or ``$MAMBA_MONAI_LABEL_ENV``.
         quiet: pass ``-q`` to pip. Default True.
 
     Raises:
         RuntimeError: pip failed (the message holds its output), or mamba_monai is not a source checkout.
     """
-    import monai
-
-    python = label_python(env_dir)
-    if imports_work(python, _PROBE):
-        return python
     root = source_root()
+    python = label_python(env_dir)
+    if os.path.isfile(python):
+        _point_at_checkout(python, root)
+        if imports_work(python, _PROBE):
+            return python
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    requirements = LABEL_REQUIREMENTS + [f"monai=={monai.__version__}"] + _core_requirements()
-    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check"] + (["-q"] if quiet else []) + requirements
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check"] + (["-q"] if quiet else [])
+    proc = subprocess.run(cmd + label_requirements(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"Building the MONAI Label environment in {env_dir} failed:\n{proc.stdout[-3000:]}\n"
                            f"{proc.stderr[-3000:]}")
-    site = site_packages_of(python)
-    with open(os.path.join(site, "mamba_monai_source.pth"), "w", encoding="utf-8") as f:
-        f.write(root + "\n")
+    _point_at_checkout(python, root)
     if not imports_work(python, _PROBE):
         raise RuntimeError(f"The MONAI Label environment in {env_dir} was built but cannot import monailabel and "
                            "mamba_monai.")
