@@ -71,7 +71,7 @@ import tempfile
 import time
 from typing import Any
 
-try:  # before torch: the OpenMP spin count mamba_monai sets then reaches torch's pool too (bench_omp_wait.py)
+try:  # before torch: the OpenMP spin count mamba_monai sets then reaches torch's pool too (bench_process_env.py)
     import mamba_monai  # noqa: F401
 except ImportError:  # run from a checkout without installing: the repository root is this file's parent's parent
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

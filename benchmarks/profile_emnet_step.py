@@ -2,6 +2,7 @@
 the emnet_seg3d bundle's network (its own ``network_def``), grouped into the parts a speed-up would target.
 
     python benchmarks/profile_emnet_step.py [--batch 2] [--roi 64 64 32] [--steps 3] [--threads N] [--trace OUT.json]
+        [--config train network_fast]   # the bundle's fast network (configs merged in order)
 
 Prints the mean wall time of a step and a table of self CPU time per group (share of all operator time):
 selective scan forward / backward (``mamba_monai::selective_scan_fwd`` / ``_bwd``), FFTs (EFL layers), convolutions
@@ -59,11 +60,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--trace", default=None, help="also write a Chrome trace here")
+    parser.add_argument("--config", nargs="+", default=["train"],
+                        help="bundle configs merged in order, e.g. train network_fast (default: train)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    net = bundle_workflow("emnet_seg3d", "train").parser.get_parsed_content("network_def").train()
+    net = bundle_workflow("emnet_seg3d", args.config).parser.get_parsed_content("network_def").train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     x = torch.randn(args.batch, 1, *args.roi)
@@ -90,7 +93,7 @@ def main() -> None:
         totals[group] += event.self_cpu_time_total
         top[group].append((event.self_cpu_time_total, event.key))
     all_time = sum(totals.values())
-    print(f"EMNet (emnet_seg3d network_def) training step, batch {args.batch}, ROI {tuple(args.roi)}, "
+    print(f"EMNet (emnet_seg3d network_def of {'+'.join(args.config)}) training step, batch {args.batch}, ROI {tuple(args.roi)}, "
           f"{torch.get_num_threads()} threads: {wall:.2f} s per step (mean of {args.steps}, profiler on)")
     print(f"{'group':<26}{'self CPU s/step':>16}{'share':>8}  largest operators")
     for group, total in sorted(totals.items(), key=lambda kv: -kv[1]):

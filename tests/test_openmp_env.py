@@ -58,12 +58,17 @@ def test_numba_kernels_runtime_gets_the_spin_count_when_torch_came_first():
     assert spins == ["300000", "1000"], spins
 
 
-def test_bench_omp_wait_gives_each_setting_alone():
-    spec = importlib.util.spec_from_file_location("bench_omp_wait", os.path.join(ROOT, "benchmarks", "bench_omp_wait.py"))
+def test_bench_process_env_gives_each_setting_alone():
+    spec = importlib.util.spec_from_file_location(
+        "bench_process_env", os.path.join(ROOT, "benchmarks", "bench_process_env.py")
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    base = {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "7"}
+    base = {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "7", "MALLOC_TRIM_THRESHOLD_": "0"}
     assert bench.setting_env(bench.SETTINGS["spin 1000"], base) == {"PATH": "/bin", "GOMP_SPINCOUNT": "1000"}
     assert bench.setting_env(bench.SETTINGS["PASSIVE"], base) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert bench.setting_env(bench.SETTINGS["malloc default"], base) == {
+        "PATH": "/bin", "GOMP_SPINCOUNT": "1000", "MAMBA_MONAI_KEEP_FREED_MEMORY": "0"
+    }
     results = {"spin 1000": {"unet": {"step_seconds": 0.5}}, "PASSIVE": {"unet": {"step_seconds": 0.75}}}
     assert bench.ratios(results, "step_seconds") == {"spin 1000": {"unet": 1.0}, "PASSIVE": {"unet": 1.5}}

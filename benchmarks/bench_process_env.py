@@ -1,14 +1,21 @@
 """
-OpenMP's wait setting on a CPU: training step (and inference) times of the fast EMNet and MONAI's UNet under
-``OMP_WAIT_POLICY=PASSIVE``, ``GOMP_SPINCOUNT=1000`` (what ``import mamba_monai`` sets when neither is set) and
-libgomp's own default (300,000 spins), on a quiet machine and beside busy-loop processes standing for another job.
+Process-wide settings that ``import mamba_monai`` makes for CPU work, against the alternatives: training step (and
+inference) times of the fast EMNet and MONAI's UNet under
+
+- OpenMP's wait: ``OMP_WAIT_POLICY=PASSIVE``, ``GOMP_SPINCOUNT=1000`` (what ``import mamba_monai`` sets when neither
+  is set) and libgomp's own default (300,000 spins), on a quiet machine and beside busy-loop processes standing for
+  another job;
+- glibc's allocator: freed memory kept for reuse (:func:`mamba_monai.runtime.keep_freed_memory`, run at import)
+  against glibc's defaults (``MAMBA_MONAI_KEEP_FREED_MEMORY=0``), which return large freed blocks to the system and
+  fault their pages in again on the next step.
 
 torch and the numba kernels each run a GNU OpenMP pool, and OpenMP reads these variables when its library loads, so
 every setting runs ``benchmarks/bench_emnet.py --skip-train`` in a fresh process with the setting in its environment.
 The table gives each net's median seconds per step (and per volume with ``--infer``) and the ratio to
-``GOMP_SPINCOUNT=1000``; the nets are timed side by side in each process.
+mamba_monai's defaults (``spin 1000``); the nets are timed side by side in each process.
 
-    python benchmarks/bench_omp_wait.py [--nets emnet_fast,unet] [--repeats 7] [--threads 2] [--busy 0,1] [--infer]
+    python benchmarks/bench_process_env.py [--nets emnet_fast,unet] [--repeats 7] [--threads 2] [--busy 0,1] [--infer]
+        [--settings "spin 1000,malloc default"]
 """
 
 from __future__ import annotations
@@ -24,18 +31,21 @@ from collections.abc import Iterator
 from typing import Any
 
 BENCH_EMNET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_emnet.py")
-OMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 SETTINGS = {
     "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "spin 1000": {"GOMP_SPINCOUNT": "1000"},  # mamba_monai's default
+    "spin 1000": {"GOMP_SPINCOUNT": "1000"},  # mamba_monai's defaults
     "spin 300000": {"GOMP_SPINCOUNT": "300000"},  # libgomp's default when neither variable is set
+    "malloc default": {"GOMP_SPINCOUNT": "1000", "MAMBA_MONAI_KEEP_FREED_MEMORY": "0"},  # glibc's own allocator settings
 }
 REFERENCE = "spin 1000"
+# every variable a setting may name, and glibc's allocator variables (whose presence stops keep_freed_memory)
+SETTING_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MAMBA_MONAI_KEEP_FREED_MEMORY", "MALLOC_TRIM_THRESHOLD_",
+                     "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def setting_env(setting: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default ``os.environ``) without any OpenMP wait variable, then ``setting``'s."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in OMP_VARIABLES}
+    """``base`` (default ``os.environ``) without any variable the settings change, then ``setting``'s."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in SETTING_VARIABLES}
     env.update(setting)
     return env
 
@@ -56,7 +66,7 @@ def run_setting(
     setting: dict[str, str], nets: str, repeats: int, threads: int, infer: bool, data_dir: str
 ) -> dict[str, Any]:
     """bench_emnet.py's step (and inference) figures from a fresh process with ``setting`` in its environment."""
-    with tempfile.TemporaryDirectory(prefix="bench_omp_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_env_") as tmp:
         out = os.path.join(tmp, "figures.json")
         cmd = [sys.executable, BENCH_EMNET, "--nets", nets, "--skip-train", "--repeats", str(repeats),
                "--threads", str(threads), "--data-dir", data_dir, "--json", out]
@@ -86,7 +96,7 @@ def print_table(report: dict[str, Any]) -> None:
             rel = ratios(results, key)
             for setting, nets in results.items():
                 cells = "  ".join(f"{n} {f[key]:.3f} ({rel[setting][n]:.2f}x)" for n, f in nets.items() if key in f)
-                print(f"  {what:<8} {setting:<12} {cells}")
+                print(f"  {what:<8} {setting:<15} {cells}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError:
         p.error(f"--busy expects comma-separated counts such as 0,1; got {args.busy!r}")
     report: dict[str, Any] = {"args": vars(args), "runs": {}}
-    with tempfile.TemporaryDirectory(prefix="bench_omp_data_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_env_data_") as tmp:
         data_dir = args.data_dir or os.path.join(tmp, "demo_ct")
         for busy in busy_counts:
             results = {}
