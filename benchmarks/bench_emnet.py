@@ -48,7 +48,8 @@ Run (the real benchmark takes about 2 x budget + a few minutes)::
     python benchmarks/bench_emnet.py --budget-min 10 --repeats 3 --json bench_emnet.json
 
 ``--nets emnet_fast,emnet_fast_035`` times the fast network's step beside 0.3.5's full-resolution branch (MONAI's
-blocks with PyTorch's ``GroupNorm``; ``emnet_fast_035`` is timed, never trained).
+blocks with PyTorch's ``GroupNorm``; ``emnet_fast_035`` is timed, never trained). ``emnet_fast_half`` is the fast
+network with its full-resolution branch at half resolution (``full_res_stride`` 2, 16 channels).
 
 Tiny smoke run::
 
@@ -80,7 +81,8 @@ except ImportError:  # run from a checkout without installing: the repository ro
 import torch
 
 BUNDLE = "emnet_seg3d"
-NETS = ("emnet", "emnet_fast", "emnet_fast_035", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
+NETS = ("emnet", "emnet_fast", "emnet_fast_half", "emnet_fast_035", "emnet_v03", "unet", "segresnet", "hyenand",
+        "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 TIMED_ONLY = ("emnet_fast_035",)  # the same values as emnet_fast by a slower path: timed, never trained
@@ -117,9 +119,11 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     if name == "emnet_v03":  # the bundle's network as 0.3 ran it: channels-first, the scan's 0.3 path (net_context)
         with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], "channels_last": False}
-    if name in ("emnet_fast", "emnet_fast_035"):  # the bundle's configs/network_fast.json
+    if name in ("emnet_fast", "emnet_fast_half", "emnet_fast_035"):  # the bundle's configs/network_fast.json
         with open(FAST_NETWORK) as fh:
             net = json.load(fh)["network_def"]
+        if name == "emnet_fast_half":  # its full-resolution branch at half resolution, 16 channels (as UNet's top)
+            return {**net, "full_res_stride": 2, "full_res_channels": 16}
         # emnet_fast_035: its full-resolution branch as in 0.3.5 (MONAI's blocks, PyTorch's GroupNorm)
         return net if name == "emnet_fast" else {**net, "fused_norm_act": False}
     if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units

@@ -62,6 +62,21 @@ def test_emnet_fast_035_is_the_fast_network_with_monai_blocks_and_is_never_train
     assert "emnet_fast_035" in bench.TIMED_ONLY and "emnet_fast" not in bench.TIMED_ONLY
 
 
+def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution():
+    bench = _bench()
+    fast, half = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_half"))
+    assert (fast.full_res_stride, half.full_res_stride, half.full_res_channels) == (1, 2, 16)
+    assert half.encoder1.layer.conv1.conv.stride == (2, 2, 2) and half.up_full.transp_conv.conv.stride == (2, 2, 2)
+    fast_sd, half_sd = fast.state_dict(), half.state_dict()
+    changed = {k for k in fast_sd.keys() | half_sd.keys() if k not in fast_sd or k not in half_sd
+               or fast_sd[k].shape != half_sd[k].shape}
+    assert {k.split(".")[0] for k in changed} == {"encoder1", "up_full", "out"}
+    half.eval()
+    with torch.no_grad():
+        assert half(torch.randn(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
+    assert "emnet_fast_half" in bench.NETS and "emnet_fast_half" not in bench.TIMED_ONLY
+
+
 def test_unet_baseline_is_the_issue_configuration():
     net = _network(_bench(), "unet")
     assert isinstance(net, UNet) and tuple(net.channels) == (16, 32, 64, 128) and tuple(net.strides) == (2, 2, 2)

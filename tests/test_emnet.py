@@ -122,6 +122,7 @@ def test_input_errors():
         (dict(filter_roi_size=100), "filter_roi_size"),
         (dict(full_res_channels=0), "full_res_channels"),
         (dict(logit_scale=0.0), "logit_scale. must be positive"),
+        (dict(full_res_stride=4), "full_res_stride. must be 1 or 2"),
         (dict(depths=(1, 1), fft_nums=(0, 0), decoder_depths=(1,), deep_supervision=True), "deep_supervision"),
     ],
 )
@@ -237,6 +238,37 @@ def test_full_resolution_norms_fused_match_float64():
     reference = copy.deepcopy(plain).double()
     x = torch.randn(2, 1, 32, 32, 32)
     out, expected = net(x), reference(x.double())
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=1e-4)
+    out.square().mean().backward()
+    expected.square().mean().backward()
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        scale = float(q.grad.abs().max()) + 1e-30
+        atol = 5e-3 if name == "encoder1.layer.conv3.conv.weight" else 5e-5  # ~0 exact gradient, see above
+        torch.testing.assert_close(p.grad.double() / scale, q.grad / scale, atol=atol, rtol=1e-3,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_full_res_stride_2_runs_the_branch_at_half_resolution_and_matches_float64(spatial_dims):
+    """full_res_stride=2: the branch's blocks run at half resolution (the 1-channel strided residual as a scale of every
+    other voxel; PyTorch's 2D strided 1x1 convolution backward on a channels-last 1-channel input corrupts the heap)
+    and a transposed convolution gives full-resolution logits. The fused channels-last network computes what the
+    same weights do with PyTorch's layers in float64, forward and gradients."""
+    torch.manual_seed(0)
+    kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, full_res_stride=2)
+    net = EMNet(**kwargs)
+    _set_layer_scale(net, 0.5)
+    reference = EMNet(**kwargs, channels_last=False)
+    reference.load_state_dict(net.state_dict())  # strict: the same keys
+    reference.double()
+    assert net.encoder1.layer.scale_residual and net.encoder1.layer.residual_stride == [2] * spatial_dims
+    assert isinstance(net.out.conv, (torch.nn.ConvTranspose3d, torch.nn.ConvTranspose2d))
+    sizes = []
+    hook = net.up_full.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[2:])))
+    x = torch.randn(2, 1, *([32, 64, 32][:spatial_dims]))
+    out, expected = net(x), reference(x.double())
+    hook.remove()
+    assert sizes == [tuple([16, 32, 16][:spatial_dims])] and out.shape == (2, 3, *x.shape[2:])
     torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=1e-4)
     out.square().mean().backward()
     expected.square().mean().backward()

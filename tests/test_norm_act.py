@@ -110,25 +110,31 @@ def test_module_fused_and_pytorch_paths_agree_and_keep_instance_norms_state_dict
         InstanceNormAct.from_norm(torch.nn.BatchNorm3d(4))
 
 
-@pytest.mark.parametrize("block_type,fused_type,in_channels", [
-    (UnetResBlock, NormActResBlock, 1),  # with the 1x1 residual convolution
-    (UnetResBlock, NormActResBlock, 4),  # identity residual
-    (UnetBasicBlock, NormActBasicBlock, 3),
+@pytest.mark.parametrize("block_type,fused_type,in_channels,spatial_dims,stride", [
+    (UnetResBlock, NormActResBlock, 1, 3, 1),  # with the 1x1 residual convolution
+    (UnetResBlock, NormActResBlock, 4, 3, 1),  # identity residual
+    (UnetBasicBlock, NormActBasicBlock, 3, 3, 1),
+    (UnetResBlock, NormActResBlock, 1, 3, 2),  # strided: the residual scale samples every other position
+    (UnetResBlock, NormActResBlock, 1, 2, 2),
+    (UnetResBlock, NormActResBlock, 4, 2, 2),  # a strided 1x1 convolution of 4 channels stays a convolution
+    (UnetBasicBlock, NormActBasicBlock, 3, 2, 2),
 ])
-def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels):
+def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels, spatial_dims, stride):
     """fuse_norm_act swaps MONAI's blocks for ones with the same state dict keys, outputs and gradients (the original
     loads into the fused one; the residual convolution's weight gets its gradient through the scale too), and leaves
     blocks with another norm alone."""
     torch.manual_seed(0)
-    original = torch.nn.Sequential(block_type(3, in_channels, 4, kernel_size=3, stride=1, norm_name="instance"),
-                                   block_type(3, 4, 4, kernel_size=3, stride=1, norm_name="batch"))
+    original = torch.nn.Sequential(
+        block_type(spatial_dims, in_channels, 4, kernel_size=3, stride=stride, norm_name="instance"),
+        block_type(spatial_dims, 4, 4, kernel_size=3, stride=1, norm_name="batch"),
+    )
     fused = fuse_norm_act(copy.deepcopy(original))
     assert isinstance(fused[0], fused_type) and isinstance(fused[1], block_type)
     # the 1 -> 4 1x1 residual convolution runs as a per-channel scale of the input
     assert getattr(fused[0], "scale_residual", False) == (in_channels == 1)
     assert fused.state_dict().keys() == original.state_dict().keys()
     fused.load_state_dict(original.state_dict())
-    x = torch.randn(2, in_channels, 8, 8, 6)
+    x = torch.randn(2, in_channels, *(8, 8, 6)[:spatial_dims])
     x_fused = x.clone().requires_grad_()
     x_original = x.clone().requires_grad_()
     out, expected = fused(x_fused), original(x_original)
@@ -144,10 +150,13 @@ def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels):
         torch.testing.assert_close(p.grad / scale, q.grad / scale, atol=1e-4, rtol=1e-3, msg=lambda m: f"{name}: {m}")
 
 
-def test_fused_block_scripts_saves_and_loads():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_block_scripts_saves_and_loads(stride):
     """A scripted fused block calls the registered operator: saved and loaded, it gives the eager values."""
     torch.manual_seed(0)
-    block = fuse_norm_act(torch.nn.Sequential(UnetResBlock(3, 1, 4, kernel_size=3, stride=1, norm_name="instance")))
+    block = fuse_norm_act(
+        torch.nn.Sequential(UnetResBlock(3, 1, 4, kernel_size=3, stride=stride, norm_name="instance"))
+    )
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(block), buffer)
     buffer.seek(0)

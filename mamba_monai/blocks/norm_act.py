@@ -106,16 +106,21 @@ class NormActResBlock(nn.Module):
         self.norm2 = InstanceNormAct.from_norm(block.norm2)
         self.downsample = block.downsample
         self.scale_residual = False
+        self.residual_stride: list[int] = []
         if hasattr(block, "conv3"):
             self.conv3 = block.conv3
             self.norm3 = InstanceNormAct.from_norm(block.norm3)
             self.scale_residual = _is_channel_scale(block.conv3)
+            self.residual_stride = [int(st) for st in block.conv3.conv.stride]
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         out = self.norm2(self.conv2(self.norm1(self.conv1(inp))))
         residual = inp
         if hasattr(self, "conv3"):
             if self.scale_residual:  # a 1x1 convolution of one channel: the input times each output channel's weight
+                for axis, step in enumerate(self.residual_stride):  # a strided one samples every step-th position
+                    if step > 1:
+                        residual = torch.ops.aten.slice(residual, axis + 2, 0, None, step)
                 weight = self.conv3.conv.weight
                 residual = residual * weight.reshape([1, weight.shape[0]] + [1] * (inp.dim() - 2))
             else:
@@ -128,13 +133,15 @@ class NormActResBlock(nn.Module):
 
 def _is_channel_scale(conv_block: nn.Module) -> bool:
     """Whether a MONAI ``Convolution`` is a bare 1x1 convolution from one channel, without bias (then
-    ``x * weight`` per output channel; oneDNN took as long for it as for a 3x3x3 convolution on 8 channels)."""
+    ``x * weight`` per output channel, of every ``stride``-th position; oneDNN took as long for it as for a 3x3x3
+    convolution on 8 channels, and PyTorch 2.13's backward of a strided 2D one on a channels-last 1-channel input
+    corrupts the heap)."""
     conv = getattr(conv_block, "conv", None)
     if not isinstance(conv, nn.modules.conv._ConvNd) or len(conv_block) != 1 or conv.transposed:
         return False
     no_padding = conv.padding == "valid" or (not isinstance(conv.padding, str) and all(p == 0 for p in conv.padding))
     return (conv.in_channels == 1 and conv.bias is None and conv.groups == 1 and no_padding
-            and all(k == 1 for k in conv.kernel_size) and all(st == 1 for st in conv.stride))
+            and all(k == 1 for k in conv.kernel_size))
 
 
 class NormActBasicBlock(nn.Module):

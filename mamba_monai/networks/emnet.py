@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
+from monai.networks.blocks.dynunet_block import get_conv_layer
 from monai.networks.layers.factories import Conv
 
 from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
@@ -82,6 +83,10 @@ class EMNet(nn.Module):
             ``NormActBasicBlock`` (fused norm + activation kernels, see ``channels_last``, and the 1-channel 1x1
             residual convolution as a per-channel scale); False keeps MONAI's blocks with ``GroupNorm(C, C)``
             (mamba-monai 0.3.5). The same values and state dict. Defaults to True.
+        full_res_stride: 1 runs the full-resolution branch at the input's resolution (the published design); 2 runs
+            it at half resolution (its first convolution at stride 2, the decoder's last up-sampling x2) and the head
+            is a transposed convolution (kernel = stride = 2) to full-resolution logits, as MONAI's ``UNet`` ends:
+            the branch's convolutions and norms then cost about an eighth per channel. Defaults to 1.
 
     ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
     instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
@@ -119,12 +124,15 @@ class EMNet(nn.Module):
         channels_last: bool = True,
         logit_scale: float = 1.0,
         fused_norm_act: bool = True,
+        full_res_stride: int = 1,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
         full_res_channels = feature_size if full_res_channels is None else int(full_res_channels)
         if full_res_channels < 1:
             raise ValueError(f"`full_res_channels` must be a positive integer or None, got {full_res_channels}.")
+        if full_res_stride not in (1, 2):
+            raise ValueError(f"`full_res_stride` must be 1 or 2, got {full_res_stride!r}.")
         self._check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
                          dropout_rate, drop_path_rate, deep_supervision)
         if not float(logit_scale) > 0:
@@ -155,8 +163,9 @@ class EMNet(nn.Module):
         self.skip_norms = nn.ModuleList([LayerNormNd(w) for w in self.widths])
         self.skip_mlps = nn.ModuleList([ChannelMLP(spatial_dims, w, 4 * w) for w in self.widths])
         self.full_res_channels = full_res_channels
-        self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3, stride=1,
-                                        norm_name=norm_name, res_block=True)
+        self.full_res_stride = full_res_stride
+        self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3,
+                                        stride=full_res_stride, norm_name=norm_name, res_block=True)
         self.up_blocks = nn.ModuleList(
             [
                 EMNetUpBlock(spatial_dims, self.widths[i + 1], self.widths[i], decoder_depths[self.num_stages - 2 - i],
@@ -164,9 +173,14 @@ class EMNet(nn.Module):
                 for i in reversed(range(self.num_stages - 1))
             ]
         )
-        self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], full_res_channels, 0, upsample_kernel_size=4,
-                                    norm_name=norm_name)
-        self.out = UnetOutBlock(spatial_dims, full_res_channels, out_channels)
+        self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], full_res_channels, 0,
+                                    upsample_kernel_size=4 // full_res_stride, norm_name=norm_name)
+        self.out: nn.Module
+        if full_res_stride == 1:
+            self.out = UnetOutBlock(spatial_dims, full_res_channels, out_channels)
+        else:  # logits of the half-resolution branch up-sampled, as MONAI's UNet ends
+            self.out = get_conv_layer(spatial_dims, full_res_channels, out_channels, kernel_size=full_res_stride,
+                                      stride=full_res_stride, conv_only=True, is_transposed=True)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             for full_res_block in (self.encoder1, self.up_full, self.out):
