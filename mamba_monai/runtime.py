@@ -12,7 +12,6 @@ then keeps its peak memory use between steps instead of returning it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -30,7 +29,7 @@ def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols already loaded: no library search (find_library runs ldconfig)
         libc.gnu_get_libc_version  # noqa: B018  (absent in musl and other C libraries)
     except (OSError, AttributeError):
         return None
