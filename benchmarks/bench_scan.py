@@ -10,7 +10,9 @@ What is timed (forward + backward of sum(y * w), inputs with softplus(delta + bi
 
 - ours: ``selective_scan(..., backend="cpu")`` (numba kernels, checkpointed reverse scan), and the same under
   ``pointwise_in_kernel()``: mamba-monai 0.3's path, with softplus and the gate computed per step inside the kernels
-  rather than by vectorised torch ops around them.
+  rather than by vectorised torch ops around them; and under ``per_channel_kernels()``: mamba-monai 0.3.7's kernels
+  (one recurrence per task, its N states as the inner loop) instead of the lane kernels (a block of channels as the
+  vector lanes).
 - loop: the naive reference mamba_ssm and VMamba ship, written here: materialise exp(delta * A) and
   delta * B * u as (b, d, L, N) tensors, then a Python loop that indexes ``[:, :, i]`` each step under
   autograd. Indexing makes autograd's backward quadratic in L, so it runs at ``--loop-length``
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from mamba_monai.ops import selective_scan  # noqa: E402
-from mamba_monai.ops.selective_scan_cpu import pointwise_in_kernel  # noqa: E402
+from mamba_monai.ops.selective_scan_cpu import per_channel_kernels, pointwise_in_kernel  # noqa: E402
 
 
 def make_inputs(b: int, d: int, length: int, n: int, seed: int = 0) -> dict:
@@ -130,6 +132,12 @@ def main() -> None:
 
     f_ours, t_ours = time_fwd_bwd(ours, full, a.repeats)
     print(f"ours  L={a.L}: forward {f_ours * 1e3:.1f} ms, forward+backward {t_ours * 1e3:.1f} ms")
+    with per_channel_kernels():  # mamba-monai 0.3.7: states, not channels, as the kernels' inner loop
+        f_pc, t_pc = time_fwd_bwd(ours, full, a.repeats)
+    print(
+        f"0.3.7 per-channel kernels L={a.L}: forward {f_pc * 1e3:.1f} ms, forward+backward {t_pc * 1e3:.1f} ms "
+        f"-> the lane kernels are {f_pc / f_ours:.2f}x faster forward, {t_pc / t_ours:.2f}x forward+backward"
+    )
     with pointwise_in_kernel():  # mamba-monai 0.3: softplus and gate per step inside the kernels
         f_v03, t_v03 = time_fwd_bwd(ours, full, a.repeats)
     print(

@@ -17,6 +17,8 @@ from mamba_monai.ops import available_backends, selective_scan, selective_scan_r
 from mamba_monai.ops.selective_scan_cpu import (
     BWD_OP_NAME,
     FWD_OP_NAME,
+    LANES,
+    per_channel_kernels,
     pointwise_in_kernel,
     selective_scan_bwd,
     selective_scan_cpu,
@@ -172,6 +174,57 @@ def test_pointwise_outside_kernel_equals_v03_in_kernel_path(groups):
         for k in NAMES:
             assert_close(today[2][k], before[2][k], rtol, f"d{k}")
             torch.testing.assert_close(after[2][k], today[2][k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "b,groups,d,length,threads",
+    [(2, None, 2 * LANES + 6, 130, None), (1, 2, 2 * LANES, 65, 16), (3, 4, 12, 9, None)],
+)
+def test_lane_kernels_match_per_channel_kernels_and_reference(monkeypatch, b, groups, d, length, threads):
+    """The lane kernels (channels as vector lanes; blocks of LANES channels, a narrower last block, blocks cut to 8
+    when few tasks would leave threads idle, groups narrower than a block) against 0.3.7's per-channel kernels and the
+    float64 reference: forward, last state and every gradient."""
+    sc = sys.modules[selective_scan_cpu.__module__]
+    if threads is not None:  # as on a machine with that many cores: 1 x 2 groups x 32 channels -> blocks of 8
+        monkeypatch.setattr(sc, "numba_threads", lambda: threads)
+        assert sc._lane_block(2 * b, groups, d // groups) == 8
+    inputs = make_inputs(b, d, length, 16, groups, seed=31, dtype=torch.float64)
+    for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        lanes = run_with_grads(cpu_backend, inputs, dtype, True)
+        with per_channel_kernels():
+            per_channel = run_with_grads(cpu_backend, inputs, dtype, True)
+        ref = run_with_grads(lambda **kw: selective_scan_ref(**kw, return_last_state=True), inputs, torch.float64, True)
+        for i, name in ((0, "y"), (1, "last")):
+            assert_close(lanes[i], per_channel[i], rtol, name)
+            assert_close(lanes[i], ref[i], rtol, name)
+        for k in NAMES:
+            assert_close(lanes[2][k], per_channel[2][k], rtol, f"d{k}")
+            assert_close(lanes[2][k], ref[2][k], rtol, f"d{k}")
+    assert not sc._PER_CHANNEL_KERNELS  # the context restored the lane kernels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lane_kernel_operators_opcheck(dtype):
+    """The operators called as selective_scan_cpu calls them (plain step sizes, no gate or bias: the lane kernels):
+    schema, fake kernels (outputs as (b, d, L) views of time-major tensors) and autograd registration; the backward
+    recomputes missing checkpoints to the same gradients."""
+    d = 2 * (LANES + 3)  # blocks of LANES channels and a narrower last one, in each of 2 groups or in one
+    inputs = make_inputs(2, d, 9, 3, 2 if dtype == torch.float32 else None, seed=8, dtype=dtype, z=False, bias=False)
+    args = [None if v is None else v.requires_grad_() for v in (inputs[k] for k in NAMES)]
+    utils = ("test_schema", "test_faketensor", "test_autograd_registration")
+    for save in (True, False):
+        torch.library.opcheck(selective_scan_fwd, (*args, False, 4, save), test_utils=utils)
+    y, last, ckpt = selective_scan_fwd(*args, False, 4, True)
+    assert y.transpose(1, 2).is_contiguous() and ckpt.shape == (2, d, 3, 3)
+    plain = [None if a is None else a.detach() for a in args]
+    for ck, dlast in ((ckpt.detach(), last.detach()), (ckpt.new_empty(2, d, 0, 3), None)):
+        torch.library.opcheck(selective_scan_bwd, (*plain, False, 4, ck, torch.ones_like(y).detach(), dlast), test_utils=utils)
+    full = selective_scan_bwd(*plain, False, 4, ckpt.detach(), torch.ones_like(y), None)
+    recomputed = selective_scan_bwd(*plain, False, 4, ckpt.new_empty(2, d, 0, 3), torch.ones_like(y), None)
+    for a, b in zip(full, recomputed):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"`checkpoints` must be .*got \(2, 70, 2, 3\)"):
+        selective_scan_bwd(*plain, False, 4, ckpt.detach()[:, :, :2], torch.ones_like(y), None)
 
 
 def naive_scan_with_last(**kw):

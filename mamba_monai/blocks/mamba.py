@@ -45,17 +45,18 @@ class _ScanBranch(nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x, z: (b, d_inner, L) -> (b, d_inner, L)."""
         length = x.shape[-1]
-        x = F.silu(self.conv1d(x)[..., :length])
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, L, r + 2n)
+        # time-major (b, L, d) from here on, the layout of the projections and of the CPU scan's kernels
+        x = F.silu(self.conv1d(x)[..., :length]).transpose(1, 2).contiguous()
+        x_dbl = self.x_proj(x)  # (b, L, r + 2n)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias
         A = -torch.exp(self.A_log.float())
         return scriptable_selective_scan(
-            x,
+            x.transpose(1, 2),
             dt,
             A,
-            B.transpose(1, 2).contiguous(),
-            C.transpose(1, 2).contiguous(),
+            B.transpose(1, 2),
+            C.transpose(1, 2),
             self.D.float(),
             z=z,
             delta_bias=self.dt_proj.bias.float(),
