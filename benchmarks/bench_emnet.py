@@ -49,7 +49,8 @@ Run (the real benchmark takes about 2 x budget + a few minutes)::
 
 ``--nets emnet_fast,emnet_fast_035`` times the fast network's step beside 0.3.5's full-resolution branch (MONAI's
 blocks with PyTorch's ``GroupNorm``; ``emnet_fast_035`` is timed, never trained). ``emnet_fast_half`` is the fast
-network with its full-resolution branch at half resolution (``full_res_stride`` 2, 16 channels).
+network with its full-resolution branch at half resolution (``full_res_stride`` 2, 16 channels). ``emnet_fast_037``
+is the fast network with the selective scan's 0.3.7 kernels (``per_channel_kernels()``; timed, never trained).
 
 Tiny smoke run::
 
@@ -81,11 +82,11 @@ except ImportError:  # run from a checkout without installing: the repository ro
 import torch
 
 BUNDLE = "emnet_seg3d"
-NETS = ("emnet", "emnet_fast", "emnet_fast_half", "emnet_fast_035", "emnet_v03", "unet", "segresnet", "hyenand",
+NETS = ("emnet", "emnet_fast", "emnet_fast_half", "emnet_fast_035", "emnet_fast_037", "emnet_v03", "unet", "segresnet", "hyenand",
         "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
-TIMED_ONLY = ("emnet_fast_035",)  # the same values as emnet_fast by a slower path: timed, never trained
+TIMED_ONLY = ("emnet_fast_035", "emnet_fast_037")  # the same values as emnet_fast by a slower path: timed, never trained
 PLACEHOLDER_EPOCHS = 100000  # cosine t_total until the first epoch has been timed
 
 TARGET_EMNET_DICE = 0.85
@@ -104,11 +105,16 @@ def reference_net(names) -> str:
 
 
 def net_context(name: str):
-    """The context a net runs in: the scan's 0.3 kernel path for ``emnet_v03``, nothing for the others."""
+    """The context a net runs in: the scan's 0.3 kernel path for ``emnet_v03``, its 0.3.7 kernels for
+    ``emnet_fast_037``, nothing for the others."""
     if name == "emnet_v03":
         from mamba_monai.ops.selective_scan_cpu import pointwise_in_kernel
 
         return pointwise_in_kernel()
+    if name == "emnet_fast_037":
+        from mamba_monai.ops.selective_scan_cpu import per_channel_kernels
+
+        return per_channel_kernels()
     return contextlib.nullcontext()
 
 
@@ -119,13 +125,13 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     if name == "emnet_v03":  # the bundle's network as 0.3 ran it: channels-first, the scan's 0.3 path (net_context)
         with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], "channels_last": False}
-    if name in ("emnet_fast", "emnet_fast_half", "emnet_fast_035"):  # the bundle's configs/network_fast.json
+    if name in ("emnet_fast", "emnet_fast_half", "emnet_fast_035", "emnet_fast_037"):  # configs/network_fast.json
         with open(FAST_NETWORK) as fh:
             net = json.load(fh)["network_def"]
         if name == "emnet_fast_half":  # its full-resolution branch at half resolution, 16 channels (as UNet's top)
             return {**net, "full_res_stride": 2, "full_res_channels": 16}
         # emnet_fast_035: its full-resolution branch as in 0.3.5 (MONAI's blocks, PyTorch's GroupNorm)
-        return net if name == "emnet_fast" else {**net, "fused_norm_act": False}
+        return {**net, "fused_norm_act": False} if name == "emnet_fast_035" else net
     if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units
         return {
             "_target_": "UNet",
@@ -507,6 +513,9 @@ def step_times(
     if ref in results and "emnet_fast_035" in results:
         print(f"  {ref} step speed-up over emnet_fast_035 (0.3.5's full-resolution blocks): "
               f"{results['emnet_fast_035']['step_ratio_vs_emnet']:.2f}x")
+    if ref in results and "emnet_fast_037" in results:
+        print(f"  {ref} step speed-up over emnet_fast_037 (the scan's 0.3.7 per-channel kernels): "
+              f"{results['emnet_fast_037']['step_ratio_vs_emnet']:.2f}x")
     models.clear()
     gc.collect()
     return results

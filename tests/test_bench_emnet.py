@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -60,6 +61,22 @@ def test_emnet_fast_035_is_the_fast_network_with_monai_blocks_and_is_never_train
     assert fused == [[True] * 5, []]
     assert sum(isinstance(m, torch.nn.GroupNorm) for m in old_norms.modules()) == 5
     assert "emnet_fast_035" in bench.TIMED_ONLY and "emnet_fast" not in bench.TIMED_ONLY
+
+
+def test_emnet_fast_037_is_the_fast_network_on_the_per_channel_scan_kernels_and_is_never_trained():
+    bench = _bench()
+    scan_module = sys.modules["mamba_monai.ops.selective_scan_cpu"]
+    fast, old_scan = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_037"))
+    old_scan.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 1, 64, 64, 32)
+    with torch.no_grad():
+        lanes = fast(x)
+        with bench.net_context("emnet_fast_037"):
+            assert scan_module._PER_CHANNEL_KERNELS
+            per_channel = old_scan(x)
+    assert not scan_module._PER_CHANNEL_KERNELS
+    torch.testing.assert_close(lanes, per_channel, rtol=1e-4, atol=1e-4)
+    assert "emnet_fast_037" in bench.TIMED_ONLY and "emnet_fast_037" in bench.NETS
 
 
 def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution():
