@@ -94,6 +94,17 @@ def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution(
     assert "emnet_fast_half" in bench.NETS and "emnet_fast_half" not in bench.TIMED_ONLY
 
 
+def test_emnet_fast_light_is_the_fast_network_with_one_convolution_per_full_resolution_block():
+    bench = _bench()
+    fast, light = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_light"))
+    assert (fast.full_res_convs, light.full_res_convs) == (2, 1)
+    fast_sd, light_sd = fast.state_dict(), light.state_dict()
+    changed = {k for k in fast_sd.keys() | light_sd.keys() if k not in fast_sd or k not in light_sd
+               or fast_sd[k].shape != light_sd[k].shape}
+    assert {k.split(".")[0] for k in changed} == {"encoder1", "up_full"}
+    assert "emnet_fast_light" in bench.NETS and "emnet_fast_light" not in bench.TIMED_ONLY
+
+
 def test_unet_baseline_is_the_issue_configuration():
     net = _network(_bench(), "unet")
     assert isinstance(net, UNet) and tuple(net.channels) == (16, 32, 64, 128) and tuple(net.strides) == (2, 2, 2)

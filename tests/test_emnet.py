@@ -137,6 +137,7 @@ def test_input_errors():
         (dict(full_res_channels=0), "full_res_channels"),
         (dict(logit_scale=0.0), "logit_scale. must be positive"),
         (dict(full_res_stride=4), "full_res_stride. must be 1 or 2"),
+        (dict(full_res_convs=3), "full_res_convs. must be 1 or 2"),
         (dict(depths=(1, 1), fft_nums=(0, 0), decoder_depths=(1,), deep_supervision=True), "deep_supervision"),
     ],
 )
@@ -276,6 +277,32 @@ def test_full_res_stride_2_runs_the_branch_at_half_resolution_and_matches_float6
     out, expected = net(x), reference(x.double())
     hook.remove()
     assert sizes == [tuple([16, 32, 16][:spatial_dims])] and out.shape == (2, 3, *x.shape[2:])
+    _assert_matches_float64(net, reference, out, expected)
+
+
+@pytest.mark.parametrize("spatial_dims,stride", [(3, 1), (2, 1), (3, 2)])
+def test_full_res_convs_1_leaves_one_convolution_per_full_resolution_block_and_matches_float64(spatial_dims, stride):
+    """full_res_convs=1: the branch on the input and the block after the last up-sampling are one convolution, norm
+    and leaky ReLU each (fused on CPU): a single full_res_channels -> full_res_channels convolution at full
+    resolution instead of three. The fused channels-last network computes what the same weights do with PyTorch's
+    layers in float64, forward and gradients."""
+    from mamba_monai.blocks import NormActConvBlock, UnetConvBlock
+
+    torch.manual_seed(0)
+    kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, full_res_convs=1, full_res_stride=stride)
+    net = EMNet(**kwargs)
+    _set_layer_scale(net, 0.5)
+    reference = EMNet(**kwargs, channels_last=False)
+    reference.load_state_dict(net.state_dict())  # strict: the same keys
+    reference.double()
+    assert isinstance(net.encoder1, NormActConvBlock) and isinstance(net.up_full.block, NormActConvBlock)
+    assert isinstance(reference.encoder1, UnetConvBlock) and isinstance(reference.up_full.block, UnetConvBlock)
+    full_res_convs = [m for name, m in net.named_modules() if name.startswith(("encoder1", "up_full.block"))
+                      and isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in full_res_convs] == [(1, 4, stride), (4, 4, 1)]
+    x = torch.randn(2, 1, *([32, 64, 32][:spatial_dims]))
+    out, expected = net(x), reference(x.double())
+    assert out.shape == (2, 3, *x.shape[2:])
     _assert_matches_float64(net, reference, out, expected)
 
 

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
 
-from mamba_monai.blocks import InstanceNormAct, NormActBasicBlock, NormActResBlock, fuse_norm_act, set_fused_norm_act
+from mamba_monai.blocks import (
+    InstanceNormAct,
+    NormActBasicBlock,
+    NormActConvBlock,
+    NormActResBlock,
+    UnetConvBlock,
+    fuse_norm_act,
+    set_fused_norm_act,
+)
 from mamba_monai.ops import instance_norm_act
 
 
@@ -118,6 +126,8 @@ def test_module_fused_and_pytorch_paths_agree_and_keep_instance_norms_state_dict
     (UnetResBlock, NormActResBlock, 1, 2, 2),
     (UnetResBlock, NormActResBlock, 4, 2, 2),  # a strided 1x1 convolution of 4 channels stays a convolution
     (UnetBasicBlock, NormActBasicBlock, 3, 2, 2),
+    (UnetConvBlock, NormActConvBlock, 1, 3, 1),
+    (UnetConvBlock, NormActConvBlock, 3, 2, 2),
 ])
 def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels, spatial_dims, stride):
     """fuse_norm_act swaps MONAI's blocks for ones with the same state dict keys, outputs and gradients (the original
@@ -131,7 +141,7 @@ def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels, 
     fused = fuse_norm_act(copy.deepcopy(original))
     assert isinstance(fused[0], fused_type) and isinstance(fused[1], block_type)
     # the 1 -> 4 1x1 residual convolution runs as a per-channel scale of the input
-    assert getattr(fused[0], "scale_residual", False) == (in_channels == 1)
+    assert getattr(fused[0], "scale_residual", False) == (in_channels == 1 and block_type is UnetResBlock)
     assert fused.state_dict().keys() == original.state_dict().keys()
     fused.load_state_dict(original.state_dict())
     x = torch.randn(2, in_channels, *(8, 8, 6)[:spatial_dims])
@@ -148,6 +158,18 @@ def test_fused_blocks_compute_monai_blocks(block_type, fused_type, in_channels, 
             continue  # arithmetic (scale invariance), rounding noise here
         scale = float(q.grad.abs().max()) + 1e-12
         torch.testing.assert_close(p.grad / scale, q.grad / scale, atol=1e-4, rtol=1e-3, msg=lambda m: f"{name}: {m}")
+
+
+def test_fuse_norm_act_replaces_a_block_passed_itself():
+    """A block given to fuse_norm_act as the module itself comes back as its fused replacement (sharing its
+    convolution); any other module comes back as it was, its blocks fused in place."""
+    block = UnetConvBlock(3, 1, 4, kernel_size=3, stride=1, norm_name="instance")
+    fused = fuse_norm_act(block)
+    assert isinstance(fused, NormActConvBlock) and fused.conv1 is block.conv1
+    other = UnetConvBlock(3, 1, 4, kernel_size=3, stride=1, norm_name="batch")
+    assert fuse_norm_act(other) is other
+    container = torch.nn.Sequential(UnetConvBlock(3, 1, 4, kernel_size=3, stride=1, norm_name="instance"))
+    assert fuse_norm_act(container) is container and isinstance(container[0], NormActConvBlock)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

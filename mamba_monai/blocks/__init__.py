@@ -1,8 +1,15 @@
 from __future__ import annotations
 
-from .emnet import ChannelMLP, CSRMambaLayer, CSRMBlock, EFLLayer, EMNetUpBlock, LayerNormNd
+from .emnet import ChannelMLP, CSRMambaLayer, CSRMBlock, EFLLayer, EMNetUpBlock, LayerNormNd, UnetConvBlock
 from .mamba import MambaMixer
-from .norm_act import InstanceNormAct, NormActBasicBlock, NormActResBlock, fuse_norm_act, set_fused_norm_act
+from .norm_act import (
+    InstanceNormAct,
+    NormActBasicBlock,
+    NormActConvBlock,
+    NormActResBlock,
+    fuse_norm_act,
+    set_fused_norm_act,
+)
 from .patch import PatchExpanding, ScriptablePatchEmbed, ScriptablePatchMerging
 from .medgan import (
     DynamicGate,
@@ -22,6 +29,7 @@ __all__ = [
     "InstanceNormAct",
     "NormActResBlock",
     "NormActBasicBlock",
+    "NormActConvBlock",
     "fuse_norm_act",
     "set_fused_norm_act",
     "PatchExpanding",
@@ -39,6 +47,7 @@ __all__ = [
     "EFLLayer",
     "CSRMBlock",
     "EMNetUpBlock",
+    "UnetConvBlock",
     "infer_modality_mask",
     "random_modality_dropout",
     "MultiScaleS6",

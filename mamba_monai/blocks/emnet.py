@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock, get_conv_layer
 from monai.networks.layers import DropPath
 from monai.networks.layers.factories import Conv
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch.utils.checkpoint import checkpoint
 
 from mamba_monai.blocks.mamba import MambaMixer
 from mamba_monai.blocks.spectral import SpectralGating
 from mamba_monai.blocks.utils import check_positive, check_spatial_dims
 
-__all__ = ["LayerNormNd", "ChannelMLP", "CSRMambaLayer", "EFLLayer", "CSRMBlock", "EMNetUpBlock"]
+__all__ = ["LayerNormNd", "ChannelMLP", "CSRMambaLayer", "EFLLayer", "CSRMBlock", "EMNetUpBlock", "UnetConvBlock"]
 
 
 class LayerNormNd(nn.Module):
@@ -268,11 +269,52 @@ class CSRMBlock(nn.Module):
         return x
 
 
+class UnetConvBlock(nn.Module):
+    """
+    One convolution, norm and activation: MONAI's ``UnetBasicBlock`` with its second convolution left out (the same
+    ``conv1`` / ``norm1`` / ``lrelu`` modules and state dict keys as its first half).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: convolution kernel size.
+        stride: convolution stride.
+        norm_name: MONAI normalisation name.
+        act_name: MONAI activation name. Defaults to leaky ReLU (negative slope 0.01), as ``UnetBasicBlock``.
+        dropout: dropout of the convolution. Defaults to None.
+
+    Shapes:
+        input (B, in_channels, *S) -> output (B, out_channels, *S / stride).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Sequence[int] | int,
+        stride: Sequence[int] | int,
+        norm_name: tuple | str,
+        act_name: tuple | str = ("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+        dropout: tuple | str | float | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv1 = get_conv_layer(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, stride=stride,
+                                    dropout=dropout, act=None, norm=None, conv_only=False)
+        self.lrelu = get_act_layer(name=act_name)
+        self.norm1 = get_norm_layer(name=norm_name, spatial_dims=spatial_dims, channels=out_channels)
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        return self.lrelu(self.norm1(self.conv1(inp)))
+
+
 class EMNetUpBlock(nn.Module):
     """
     EM-Net decoder stage: transposed convolution (kernel = stride = ``upsample_kernel_size``), the skip feature is
     ADDED (not concatenated), then a :class:`CSRMBlock` of ``depth`` CSR Mamba layers, or, with ``depth == 0``, a
-    MONAI ``UnetBasicBlock`` (conv-norm-act x2) as in the published full-resolution stage.
+    MONAI ``UnetBasicBlock`` (conv-norm-act x2) as in the published full-resolution stage (a :class:`UnetConvBlock`,
+    conv-norm-act once, with ``num_convs`` 1).
 
     Args:
         spatial_dims: 2 or 3.
@@ -282,6 +324,7 @@ class EMNetUpBlock(nn.Module):
         upsample_kernel_size: up-sampling factor. Defaults to 2.
         norm_name: MONAI norm name for the convolution blocks. Defaults to "instance".
         use_checkpoint: see :class:`CSRMBlock`.
+        num_convs: convolutions of the block used when ``depth == 0``, 2 or 1. Defaults to 2.
         layer_kwargs: further keyword arguments of :class:`CSRMBlock` (d_state, layer_scale_init, ...).
 
     Shapes:
@@ -297,9 +340,12 @@ class EMNetUpBlock(nn.Module):
         upsample_kernel_size: int = 2,
         norm_name: tuple | str = "instance",
         use_checkpoint: bool = False,
+        num_convs: int = 2,
         **layer_kwargs,
     ) -> None:
         super().__init__()
+        if num_convs not in (1, 2):
+            raise ValueError(f"EMNetUpBlock: `num_convs` must be 1 or 2, got {num_convs!r}.")
         self.transp_conv = get_conv_layer(
             spatial_dims,
             in_channels,
@@ -315,7 +361,8 @@ class EMNetUpBlock(nn.Module):
                 spatial_dims, out_channels, depth, norm_name=norm_name, use_checkpoint=use_checkpoint, **layer_kwargs
             )
         else:
-            self.block = UnetBasicBlock(spatial_dims, out_channels, out_channels, kernel_size=3, stride=1, norm_name=norm_name)
+            conv_block = UnetBasicBlock if num_convs == 2 else UnetConvBlock
+            self.block = conv_block(spatial_dims, out_channels, out_channels, kernel_size=3, stride=1, norm_name=norm_name)
 
     def forward(self, inp: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.block(self.transp_conv(inp) + skip)

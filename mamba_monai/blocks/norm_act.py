@@ -8,9 +8,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetResBlock
 
+from mamba_monai.blocks.emnet import UnetConvBlock
 from mamba_monai.ops.instance_norm_cpu import has_numba
 
-__all__ = ["InstanceNormAct", "NormActResBlock", "NormActBasicBlock", "fuse_norm_act", "set_fused_norm_act"]
+__all__ = ["InstanceNormAct", "NormActResBlock", "NormActBasicBlock", "NormActConvBlock", "fuse_norm_act",
+           "set_fused_norm_act"]
 
 
 class InstanceNormAct(nn.Module):
@@ -162,6 +164,21 @@ class NormActBasicBlock(nn.Module):
         return self.norm2(self.conv2(self.norm1(self.conv1(inp))))
 
 
+class NormActConvBlock(nn.Module):
+    """
+    :class:`~mamba_monai.blocks.UnetConvBlock` (conv, norm, act) with its norm and act as one :class:`InstanceNormAct`;
+    built from an existing block, whose convolution it shares. Same state dict, same values.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = block.conv1
+        self.norm1 = InstanceNormAct.from_norm(block.norm1, negative_slope=_slope(block.lrelu))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        return self.norm1(self.conv1(inp))
+
+
 def _fusable(block: nn.Module) -> bool:
     norms = [getattr(block, name) for name in ("norm1", "norm2", "norm3") if hasattr(block, name)]
     return _slope(block.lrelu) is not None and all(is_instance_norm(n) for n in norms)
@@ -169,17 +186,24 @@ def _fusable(block: nn.Module) -> bool:
 
 def fuse_norm_act(module: nn.Module) -> nn.Module:
     """
-    Replace, in place, every ``UnetResBlock`` / ``UnetBasicBlock`` in ``module`` whose norms are instance norms and
-    whose activation is a (leaky) ReLU by :class:`NormActResBlock` / :class:`NormActBasicBlock` (the same weights and
-    state dict keys). Returns ``module``.
+    Replace, in place, every ``UnetResBlock`` / ``UnetBasicBlock`` / :class:`~mamba_monai.blocks.UnetConvBlock` in
+    ``module`` whose norms are instance norms and whose activation is a (leaky) ReLU by :class:`NormActResBlock` /
+    :class:`NormActBasicBlock` / :class:`NormActConvBlock` (the same weights and state dict keys). Returns ``module``,
+    or its replacement when ``module`` is such a block itself.
     """
     for parent in module.modules():
         for name, child in list(parent.named_children()):
-            if isinstance(child, UnetResBlock) and _fusable(child):
-                setattr(parent, name, NormActResBlock(child))
-            elif isinstance(child, UnetBasicBlock) and _fusable(child):
-                setattr(parent, name, NormActBasicBlock(child))
-    return module
+            setattr(parent, name, _fused(child))
+    return _fused(module)
+
+
+def _fused(block: nn.Module) -> nn.Module:
+    """The fused counterpart of a MONAI block with instance norms and a (leaky) ReLU; other modules unchanged."""
+    for monai_type, fused_type in ((UnetResBlock, NormActResBlock), (UnetBasicBlock, NormActBasicBlock),
+                                   (UnetConvBlock, NormActConvBlock)):
+        if isinstance(block, monai_type) and _fusable(block):
+            return fused_type(block)
+    return block
 
 
 def set_fused_norm_act(module: nn.Module, enabled: bool) -> nn.Module:

@@ -10,7 +10,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
 from monai.networks.blocks.dynunet_block import get_conv_layer
 from monai.networks.layers.factories import Conv
 
-from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd
+from mamba_monai.blocks.emnet import ChannelMLP, CSRMBlock, EMNetUpBlock, LayerNormNd, UnetConvBlock
 from mamba_monai.blocks.norm_act import fuse_norm_act
 from mamba_monai.networks.utils import channels_last_on_cpu, divisible_size_hint, instance_norms_as_group_norms
 from mamba_monai.ops.utils import format_shape
@@ -87,6 +87,11 @@ class EMNet(nn.Module):
             it at half resolution (its first convolution at stride 2, the decoder's last up-sampling x2) and the head
             is a transposed convolution (kernel = stride = 2) to full-resolution logits, as MONAI's ``UNet`` ends:
             the branch's convolutions and norms then cost about an eighth per channel. Defaults to 1.
+        full_res_convs: 3x3(x3) convolutions in each of the two full-resolution blocks (the branch on the input and
+            the block after the last up-sampling): 2 as published (a residual block with a 1x1 residual convolution,
+            and ``UnetBasicBlock``), or 1 (each a single convolution, norm and leaky ReLU,
+            :class:`~mamba_monai.blocks.UnetConvBlock`; no residual): then the only full-resolution convolution
+            between ``full_res_channels`` channels is the decoder block's, one instead of three. Defaults to 2.
 
     ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
     instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
@@ -125,6 +130,7 @@ class EMNet(nn.Module):
         logit_scale: float = 1.0,
         fused_norm_act: bool = True,
         full_res_stride: int = 1,
+        full_res_convs: int = 2,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
@@ -133,6 +139,8 @@ class EMNet(nn.Module):
             raise ValueError(f"`full_res_channels` must be a positive integer or None, got {full_res_channels}.")
         if full_res_stride not in (1, 2):
             raise ValueError(f"`full_res_stride` must be 1 or 2, got {full_res_stride!r}.")
+        if full_res_convs not in (1, 2):
+            raise ValueError(f"`full_res_convs` must be 1 or 2, got {full_res_convs!r}.")
         self._check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
                          dropout_rate, drop_path_rate, deep_supervision)
         if not float(logit_scale) > 0:
@@ -164,8 +172,14 @@ class EMNet(nn.Module):
         self.skip_mlps = nn.ModuleList([ChannelMLP(spatial_dims, w, 4 * w) for w in self.widths])
         self.full_res_channels = full_res_channels
         self.full_res_stride = full_res_stride
-        self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3,
-                                        stride=full_res_stride, norm_name=norm_name, res_block=True)
+        self.full_res_convs = full_res_convs
+        self.encoder1: nn.Module
+        if full_res_convs == 2:
+            self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3,
+                                            stride=full_res_stride, norm_name=norm_name, res_block=True)
+        else:
+            self.encoder1 = UnetConvBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3,
+                                          stride=full_res_stride, norm_name=norm_name)
         self.up_blocks = nn.ModuleList(
             [
                 EMNetUpBlock(spatial_dims, self.widths[i + 1], self.widths[i], decoder_depths[self.num_stages - 2 - i],
@@ -174,7 +188,8 @@ class EMNet(nn.Module):
             ]
         )
         self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], full_res_channels, 0,
-                                    upsample_kernel_size=4 // full_res_stride, norm_name=norm_name)
+                                    upsample_kernel_size=4 // full_res_stride, norm_name=norm_name,
+                                    num_convs=full_res_convs)
         self.out: nn.Module
         if full_res_stride == 1:
             self.out = UnetOutBlock(spatial_dims, full_res_channels, out_channels)
@@ -183,8 +198,10 @@ class EMNet(nn.Module):
                                       stride=full_res_stride, conv_only=True, is_transposed=True)
         self.channels_last = bool(channels_last)
         if self.channels_last:
+            if fused_norm_act:
+                self.encoder1, self.up_full = fuse_norm_act(self.encoder1), fuse_norm_act(self.up_full)
             for full_res_block in (self.encoder1, self.up_full, self.out):
-                instance_norms_as_group_norms(fuse_norm_act(full_res_block) if fused_norm_act else full_res_block)
+                instance_norms_as_group_norms(full_res_block)
             self._place_full_res_weights()
         self.ds_heads = nn.ModuleList()
         if deep_supervision:  # on the decoder outputs at 1/4 and 1/8
