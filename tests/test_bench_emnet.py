@@ -112,6 +112,53 @@ def test_unet_baseline_is_the_issue_configuration():
     assert net(torch.zeros(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
 
 
+def test_budget_planner_fits_the_epochs_after_epoch_1_and_again_after_a_tenth_of_the_budget(monkeypatch):
+    """Epoch 1 (60 s with its validation, 50 s of training) gives the first fit; it was slow, the next epochs take 20
+    s each (validation every 5 epochs included), so after a tenth of the budget the count is fitted again: the
+    schedule then ends at the budget instead of early."""
+    from types import SimpleNamespace
+
+    bench = _bench()
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    class Evaluator:
+        def __init__(self):
+            self.handlers = {}
+
+        def add_event_handler(self, event, fn):
+            self.handlers[event.name] = fn
+
+        def run(self, epoch):
+            self.handlers["STARTED"](self)
+            clock[0] += 10.0
+            self.handlers["COMPLETED"](self)
+
+    evaluator = Evaluator()
+    evaluator.state = SimpleNamespace(metrics={"val_mean_dice": 0.5})
+    scheduler = SimpleNamespace(t_total=bench.PLACEHOLDER_EPOCHS, warmup_steps=3)
+    planner = bench.BudgetPlanner(evaluator, scheduler, budget_s=1000.0, val_interval=5, warmup_epochs=3)
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=0, iteration=0, max_epochs=bench.PLACEHOLDER_EPOCHS),
+                             add_event_handler=lambda event, fn: None)
+    planner.attach(engine)
+    planner._started(engine)
+    clock[0] += 50.0  # epoch 1
+    engine.state.epoch, engine.state.iteration = 1, 8
+    planner._epoch_completed(engine)  # validates (10 s); cost 50 + 10 / 5 = 52 s -> 1 + floor(940 / 52) = 19
+    assert (planner.planned_epochs, scheduler.t_total, engine.state.max_epochs) == (19, 19, 19)
+    assert planner.first_planned_epochs is None
+    for epoch in range(2, 7):  # 20 s per epoch, validations included, until a tenth of the budget has passed
+        clock[0] += 20.0
+        engine.state.epoch = epoch
+        planner._epoch_completed(engine)
+        assert planner.planned_epochs == (19 if clock[0] < 100.0 else 3 + (1000 - 100) // 20)  # fitted at epoch 3
+    assert planner.first_planned_epochs == 19 and scheduler.t_total == engine.state.max_epochs == 48
+    clock[0] += 20.0
+    engine.state.epoch = 7
+    planner._epoch_completed(engine)  # fitted once more only
+    assert planner.planned_epochs == 48 and scheduler.warmup_steps == 3
+
+
 def test_targets_and_plot_from_figures(tmp_path):
     bench = _bench()
     history = [{"elapsed_s": 10.0, "val_mean_dice": 0.2}, {"elapsed_s": 600.0, "val_mean_dice": 0.6}]
