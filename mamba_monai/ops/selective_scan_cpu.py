@@ -98,29 +98,48 @@ def _vexp(x, arow, out, ibuf, fview, c, ebias, shift):
     """
     n_state = arow.shape[0]
     for n in range(n_state):
-        v = min(max(x * arow[n], c[3]), c[4])
-        kf = np.floor(v * c[0] + c[5])
-        r = v - kf * c[1] - kf * c[2]
-        p = c[19]
-        p = p * r + c[18]
-        p = p * r + c[17]
-        p = p * r + c[16]
-        p = p * r + c[15]
-        p = p * r + c[14]
-        p = p * r + c[13]
-        p = p * r + c[12]
-        p = p * r + c[11]
-        p = p * r + c[10]
-        p = p * r + c[9]
-        p = p * r + c[8]
-        p = p * r + c[7]
-        p = p * r + c[6]
-        out[n] = p
+        kf, r = _exp_reduce(x * arow[n], c)
+        out[n] = _exp_poly13(r, c)
         ibuf[n] = kf
-    for n in range(n_state):
-        ibuf[n] = (ibuf[n] + ebias) << shift
-    for n in range(n_state):
-        out[n] = out[n] * fview[n]
+    _exp_scale(out, ibuf, fview, ebias, shift, n_state)
+
+
+def _exp_reduce(v, c):
+    """``v`` clamped to the dtype's finite range, then written ``k ln2 + r`` with |r| <= ln2 / 2: returns (k, r)."""
+    v = min(max(v, c[3]), c[4])
+    kf = np.floor(v * c[0] + c[5])
+    return kf, v - kf * c[1] - kf * c[2]
+
+
+def _exp_poly13(r, c):
+    """exp(r) by its Taylor polynomial of degree 13 (float64's precision for |r| <= ln2 / 2)."""
+    p = c[19]
+    p = p * r + c[18]
+    p = p * r + c[17]
+    p = p * r + c[16]
+    p = p * r + c[15]
+    p = p * r + c[14]
+    return _exp_poly7(r, c, p * r + c[13])
+
+
+def _exp_poly7(r, c, p):
+    """exp(r) by its Taylor polynomial of degree 7 (truncation error 0.35^8 / 8! < 1e-8: float32's precision), Horner's
+    steps from ``p`` (``c[13]``; the higher terms' sum for :func:`_exp_poly13`)."""
+    p = p * r + c[12]
+    p = p * r + c[11]
+    p = p * r + c[10]
+    p = p * r + c[9]
+    p = p * r + c[8]
+    p = p * r + c[7]
+    return p * r + c[6]
+
+
+def _exp_scale(out, ibuf, fview, ebias, shift, count):
+    """out[i] *= 2^k[i] for the first ``count`` entries, 2^k built from the exponent bits ``k`` held in ``ibuf``."""
+    for i in range(count):
+        ibuf[i] = (ibuf[i] + ebias) << shift
+    for i in range(count):
+        out[i] = out[i] * fview[i]
 
 
 def _scan_fwd(
@@ -283,42 +302,16 @@ def _exp_lanes(xs, arow, out, ibuf, fview, c, ebias, shift, precise):
     """
     lanes = xs.shape[0]
     if precise:
-        _vexp_poly13(xs, arow, out, ibuf, c, lanes)
+        for k in range(lanes):
+            kf, r = _exp_reduce(xs[k] * arow[k], c)
+            out[k] = _exp_poly13(r, c)
+            ibuf[k] = kf
     else:
-        _vexp_poly7(xs, arow, out, ibuf, c, lanes)
-    for k in range(lanes):
-        ibuf[k] = (ibuf[k] + ebias) << shift
-    for k in range(lanes):
-        out[k] = out[k] * fview[k]
-
-
-def _vexp_poly7(xs, arow, out, ibuf, c, lanes):
-    for k in range(lanes):
-        v = min(max(xs[k] * arow[k], c[3]), c[4])
-        kf = np.floor(v * c[0] + c[5])
-        r = v - kf * c[1] - kf * c[2]
-        p = c[13]
-        p = p * r + c[12]
-        p = p * r + c[11]
-        p = p * r + c[10]
-        p = p * r + c[9]
-        p = p * r + c[8]
-        p = p * r + c[7]
-        p = p * r + c[6]
-        out[k] = p
-        ibuf[k] = kf
-
-
-def _vexp_poly13(xs, arow, out, ibuf, c, lanes):
-    for k in range(lanes):
-        v = min(max(xs[k] * arow[k], c[3]), c[4])
-        kf = np.floor(v * c[0] + c[5])
-        r = v - kf * c[1] - kf * c[2]
-        p = c[19]
-        for i in range(18, 5, -1):
-            p = p * r + c[i]
-        out[k] = p
-        ibuf[k] = kf
+        for k in range(lanes):
+            kf, r = _exp_reduce(xs[k] * arow[k], c)
+            out[k] = _exp_poly7(r, c, c[13])
+            ibuf[k] = kf
+    _exp_scale(out, ibuf, fview, ebias, shift, lanes)
 
 
 def _lane_task(task, g, nblk, dg, block):
@@ -466,9 +459,11 @@ def _scan_bwd_lanes(
 
 
 if has_numba:
+    _exp_reduce = numba.njit(fastmath=True, cache=True, inline="always")(_exp_reduce)
+    _exp_poly13 = numba.njit(fastmath=True, cache=True, inline="always")(_exp_poly13)
+    _exp_poly7 = numba.njit(fastmath=True, cache=True, inline="always")(_exp_poly7)
+    _exp_scale = numba.njit(fastmath=True, cache=True, inline="always")(_exp_scale)
     _vexp = numba.njit(fastmath=True, cache=True, inline="always")(_vexp)
-    _vexp_poly7 = numba.njit(fastmath=True, cache=True, inline="always")(_vexp_poly7)
-    _vexp_poly13 = numba.njit(fastmath=True, cache=True, inline="always")(_vexp_poly13)
     _exp_lanes = numba.njit(fastmath=True, cache=True, inline="always")(_exp_lanes)
     _lane_task = numba.njit(cache=True, inline="always")(_lane_task)
     _scan_fwd_lanes_kernel = numba_jit(_scan_fwd_lanes)
