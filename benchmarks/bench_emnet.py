@@ -19,10 +19,12 @@ run mean anything):
      ``epochs = 1 + floor((budget - elapsed) / c)`` (``t_total`` and the trainer's ``max_epochs``; the warm-up is
      the bundle's ``warmup_epochs``, capped at that count). Each net thus gets a full warm-up + cosine schedule
      that fits its own speed;
-   - epoch 1 is not typical (caches and allocator warming up, a validation of its own), so once a tenth of the
-     budget has passed the count is fitted once more from the epochs since epoch 1, validations included: a
-     first estimate 12% too pessimistic had left EMNet's schedule ending at 528 s of 600. The cosine then moves by
-     the ratio of the two counts at about a tenth of the way;
+   - epoch 1 is not typical (caches and allocator warming up, a validation of its own), and a shared machine's pace
+     drifts, so the count is fitted again as 10, 25, 50, 75 and 90% of the budget pass (``REPLAN_FRACTIONS``),
+     each time from the epochs since the previous fit, validations included: a first estimate 12% too pessimistic
+     had left EMNet's 10-minute schedule ending at 528 s of 600, and with one refit only, 30-minute runs stopped at
+     the budget with a tenth of their cosine left (EMNet at epoch 243 of 272), their final weights trained at a
+     rate that had not decayed. Each refit moves the cosine by the ratio of the two counts;
    - a wall-clock guard checked after every iteration (``ignite.handlers.TimeLimit``'s check, but stopping once
      the next iteration would end more than half an iteration past the budget) stops training when the budget is
      spent even if the estimate was optimistic;
@@ -93,7 +95,7 @@ MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 TIMED_ONLY = ("emnet_fast_035", "emnet_fast_037")  # the same values as emnet_fast by a slower path: timed, never trained
 PLACEHOLDER_EPOCHS = 100000  # cosine t_total until the first epoch has been timed
-REPLAN_FRACTION = 0.1  # the epoch count is fitted again once this share of the budget has passed
+REPLAN_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9)  # the epoch count is fitted again as each share of the budget passes
 
 TARGET_EMNET_DICE = 0.85
 TARGET_SWIN_RATIO = 5.0
@@ -258,7 +260,8 @@ class BudgetPlanner:
         self.trainer = None
         self.planned_epochs: int | None = None
         self.first_planned_epochs: int | None = None
-        self._first_plan: tuple[int, float] | None = None  # (epoch, elapsed) when the first plan was made
+        self.plans: list[dict[str, float]] = []  # every fit: epoch, elapsed seconds, planned epochs
+        self._last_plan: tuple[int, float] | None = None  # (epoch, elapsed) of the latest fit
         self.epoch_s: float | None = None
         self.val_s: float | None = None
         self.epochs_completed = 0
@@ -320,8 +323,13 @@ class BudgetPlanner:
         self.epochs_completed = engine.state.epoch
         if self.planned_epochs is None:
             self._first_fit(engine)
-        elif self.first_planned_epochs is None and self.elapsed() >= REPLAN_FRACTION * self.budget_s:
+        elif self._refit_due():
             self._refit(engine)
+
+    def _refit_due(self) -> bool:
+        """Whether the next share of :data:`REPLAN_FRACTIONS` has passed (one refit per share, the first fit aside)."""
+        refits = len(self.plans) - 1
+        return refits < len(REPLAN_FRACTIONS) and self.elapsed() >= REPLAN_FRACTIONS[refits] * self.budget_s
 
     def _first_fit(self, engine) -> None:
         epoch_s = self.elapsed()
@@ -331,19 +339,20 @@ class BudgetPlanner:
         self.epoch_s = epoch_s - (self.val_s if self.val_interval == 1 else 0.0)
         cost = self.epoch_s + self.val_s / self.val_interval
         self._set_epochs(engine, 1 + max(0, math.floor((self.budget_s - self.elapsed()) / cost)))
-        self._first_plan = (engine.state.epoch, self.elapsed())
+        self.first_planned_epochs = self.planned_epochs
 
     def _refit(self, engine) -> None:
-        """The epoch count fitted again from the cost of the epochs since the first fit (validations included)."""
+        """The epoch count fitted again from the cost of the epochs since the latest fit (validations included)."""
         epoch, elapsed = engine.state.epoch, self.elapsed()
-        first_epoch, first_elapsed = self._first_plan
-        if epoch <= first_epoch:
+        last_epoch, last_elapsed = self._last_plan
+        if epoch <= last_epoch:
             return
-        cost = (elapsed - first_elapsed) / (epoch - first_epoch)
-        self.first_planned_epochs = self.planned_epochs
+        cost = (elapsed - last_elapsed) / (epoch - last_epoch)
         self._set_epochs(engine, epoch + max(0, math.floor((self.budget_s - elapsed) / cost)))
 
     def _set_epochs(self, engine, planned: int) -> None:
+        self._last_plan = (engine.state.epoch, self.elapsed())
+        self.plans.append({"epoch": engine.state.epoch, "elapsed_s": round(self._last_plan[1], 2), "epochs": planned})
         self.planned_epochs = planned
         self.scheduler.t_total = planned
         self.scheduler.warmup_steps = min(self.warmup_epochs, planned)
@@ -414,6 +423,7 @@ def _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresn
         "best_epoch": int(evaluator.state.best_metric_epoch),
         "epochs_planned": planner.planned_epochs,
         "epochs_planned_first": planner.first_planned_epochs,
+        "epoch_plans": planner.plans,
         "epochs_completed": planner.epochs_completed,
         "iterations": trainer.state.iteration,
         "iterations_per_epoch": trainer.state.epoch_length,
@@ -427,7 +437,7 @@ def _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresn
     }
     print(
         f"[{name}] done: epochs {figures['epochs_completed']}/{figures['epochs_planned']} "
-        f"(first fit {figures['epochs_planned_first'] or figures['epochs_planned']}; "
+        f"(first fit {figures['epochs_planned_first']}, {len(figures['epoch_plans'])} fits; "
         f"{figures['iterations']} iterations, {figures['train_seconds']:.0f} s), "
         f"Dice final {figures['dice_final']:.4f}, best {figures['dice_best']:.4f} (epoch {figures['best_epoch']})",
         flush=True,

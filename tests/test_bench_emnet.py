@@ -112,10 +112,12 @@ def test_unet_baseline_is_the_issue_configuration():
     assert net(torch.zeros(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
 
 
-def test_budget_planner_fits_the_epochs_after_epoch_1_and_again_after_a_tenth_of_the_budget(monkeypatch):
+def test_budget_planner_fits_the_epochs_after_epoch_1_and_again_as_the_budget_passes(monkeypatch):
     """Epoch 1 (60 s with its validation, 50 s of training) gives the first fit; it was slow, the next epochs take 20
-    s each (validation every 5 epochs included), so after a tenth of the budget the count is fitted again: the
-    schedule then ends at the budget instead of early."""
+    s each (validation every 5 epochs included), so after a tenth of the budget the count is fitted again. Then the
+    machine slows to 25 s an epoch: the fits at a half, three quarters and nine tenths of the budget, each from the
+    epochs since the previous one, end the schedule within the budget instead of stopping it with a fifth of its
+    cosine left."""
     from types import SimpleNamespace
 
     bench = _bench()
@@ -146,17 +148,19 @@ def test_budget_planner_fits_the_epochs_after_epoch_1_and_again_after_a_tenth_of
     engine.state.epoch, engine.state.iteration = 1, 8
     planner._epoch_completed(engine)  # validates (10 s); cost 50 + 10 / 5 = 52 s -> 1 + floor(940 / 52) = 19
     assert (planner.planned_epochs, scheduler.t_total, engine.state.max_epochs) == (19, 19, 19)
-    assert planner.first_planned_epochs is None
-    for epoch in range(2, 7):  # 20 s per epoch, validations included, until a tenth of the budget has passed
-        clock[0] += 20.0
+    assert planner.first_planned_epochs == 19
+    epoch = 1
+    while epoch < engine.state.max_epochs:
+        epoch += 1
+        clock[0] += 20.0 if clock[0] < 260.0 else 25.0
         engine.state.epoch = epoch
         planner._epoch_completed(engine)
-        assert planner.planned_epochs == (19 if clock[0] < 100.0 else 3 + (1000 - 100) // 20)  # fitted at epoch 3
-    assert planner.first_planned_epochs == 19 and scheduler.t_total == engine.state.max_epochs == 48
-    clock[0] += 20.0
-    engine.state.epoch = 7
-    planner._epoch_completed(engine)  # fitted once more only
-    assert planner.planned_epochs == 48 and scheduler.warmup_steps == 3
+        if epoch == 3:  # 100 s: (100 - 60) / 2 = 20 s an epoch -> 3 + floor(900 / 20)
+            assert planner.planned_epochs == scheduler.t_total == engine.state.max_epochs == 48
+    assert [(p["epoch"], p["epochs"]) for p in planner.plans] == [(1, 19), (3, 48), (11, 48), (21, 40), (31, 40),
+                                                                   (37, 40)]
+    assert planner.first_planned_epochs == 19 and scheduler.warmup_steps == 3
+    assert epoch == 40 and clock[0] == 985.0  # the cosine's last epoch ends within the budget
 
 
 def test_targets_and_plot_from_figures(tmp_path):
