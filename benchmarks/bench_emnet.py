@@ -259,9 +259,7 @@ class BudgetPlanner:
         self.t0 = 0.0
         self.trainer = None
         self.planned_epochs: int | None = None
-        self.first_planned_epochs: int | None = None
         self.plans: list[dict[str, float]] = []  # every fit: epoch, elapsed seconds, planned epochs
-        self._last_plan: tuple[int, float] | None = None  # (epoch, elapsed) of the latest fit
         self.epoch_s: float | None = None
         self.val_s: float | None = None
         self.epochs_completed = 0
@@ -339,20 +337,22 @@ class BudgetPlanner:
         self.epoch_s = epoch_s - (self.val_s if self.val_interval == 1 else 0.0)
         cost = self.epoch_s + self.val_s / self.val_interval
         self._set_epochs(engine, 1 + max(0, math.floor((self.budget_s - self.elapsed()) / cost)))
-        self.first_planned_epochs = self.planned_epochs
+
+    @property
+    def first_planned_epochs(self) -> int | None:
+        return int(self.plans[0]["epochs"]) if self.plans else None
 
     def _refit(self, engine) -> None:
         """The epoch count fitted again from the cost of the epochs since the latest fit (validations included)."""
         epoch, elapsed = engine.state.epoch, self.elapsed()
-        last_epoch, last_elapsed = self._last_plan
-        if epoch <= last_epoch:
+        last = self.plans[-1]
+        if epoch <= last["epoch"]:
             return
-        cost = (elapsed - last_elapsed) / (epoch - last_epoch)
+        cost = (elapsed - last["elapsed_s"]) / (epoch - last["epoch"])
         self._set_epochs(engine, epoch + max(0, math.floor((self.budget_s - elapsed) / cost)))
 
     def _set_epochs(self, engine, planned: int) -> None:
-        self._last_plan = (engine.state.epoch, self.elapsed())
-        self.plans.append({"epoch": engine.state.epoch, "elapsed_s": round(self._last_plan[1], 2), "epochs": planned})
+        self.plans.append({"epoch": engine.state.epoch, "elapsed_s": self.elapsed(), "epochs": planned})
         self.planned_epochs = planned
         self.scheduler.t_total = planned
         self.scheduler.warmup_steps = min(self.warmup_epochs, planned)
