@@ -55,7 +55,9 @@ Run (the real benchmark takes about 2 x budget + a few minutes)::
 
 ``--nets emnet_fast,emnet_fast_035`` times the fast network's step beside 0.3.5's full-resolution branch (MONAI's
 blocks with PyTorch's ``GroupNorm``; ``emnet_fast_035`` is timed, never trained). ``emnet_fast_half`` is the fast
-network with its full-resolution branch at half resolution (``full_res_stride`` 2, 16 channels). ``emnet_fast_037``
+network of 0.3.8 with its full-resolution branch at half resolution (``full_res_stride`` 2, 16 channels).
+``emnet_fast_038`` is the fast network of 0.3.8: no decoder stage at 1/2 resolution (``half_res_channels`` 0, the x4
+up-sampling from 1/4 to the full-resolution block). ``emnet_fast_037``
 is the fast network with the selective scan's 0.3.7 kernels (``per_channel_kernels()``; timed, never trained).
 ``emnet_fast_light`` is the fast network with one convolution in each full-resolution block (``full_res_convs`` 1).
 
@@ -89,8 +91,8 @@ except ImportError:  # run from a checkout without installing: the repository ro
 import torch
 
 BUNDLE = "emnet_seg3d"
-NETS = ("emnet", "emnet_fast", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035", "emnet_fast_037", "emnet_v03",
-        "unet", "segresnet", "hyenand", "swinunetr")
+NETS = ("emnet", "emnet_fast", "emnet_fast_038", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035", "emnet_fast_037",
+        "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 TIMED_ONLY = ("emnet_fast_035", "emnet_fast_037")  # the same values as emnet_fast by a slower path: timed, never trained
@@ -133,11 +135,14 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     if name == "emnet_v03":  # the bundle's network as 0.3 ran it: channels-first, the scan's 0.3 path (net_context)
         with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], "channels_last": False}
-    if name in ("emnet_fast", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035", "emnet_fast_037"):  # network_fast
+    if name in ("emnet_fast", "emnet_fast_038", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035",
+                "emnet_fast_037"):  # network_fast
         with open(FAST_NETWORK) as fh:
             net = json.load(fh)["network_def"]
-        if name == "emnet_fast_half":  # its full-resolution branch at half resolution, 16 channels (as UNet's top)
-            return {**net, "full_res_stride": 2, "full_res_channels": 16}
+        if name == "emnet_fast_038":  # without the decoder stage at 1/2 resolution
+            return {**net, "half_res_channels": 0}
+        if name == "emnet_fast_half":  # 0.3.8's with its full-resolution branch at half resolution, 16 channels
+            return {**net, "half_res_channels": 0, "full_res_stride": 2, "full_res_channels": 16}
         if name == "emnet_fast_light":  # one convolution in each full-resolution block
             return {**net, "full_res_convs": 1}
         # emnet_fast_035: its full-resolution branch as in 0.3.5 (MONAI's blocks, PyTorch's GroupNorm)

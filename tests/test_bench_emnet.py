@@ -42,7 +42,7 @@ def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_
     assert not old.channels_last and bundle.channels_last and fast.channels_last
     assert old.state_dict().keys() == bundle.state_dict().keys()
     assert fast.full_res_channels == 8 and [len(s.layers) for s in fast.stages] == [1, 2, 2, 2]
-    assert sum(p.numel() for p in fast.parameters()) == 2_217_858
+    assert fast.half_res_channels == 16 and sum(p.numel() for p in fast.parameters()) == 2_237_058
     with bench.net_context("emnet_v03"):
         assert scan_module._POINTWISE_IN_KERNEL
     for name in ("emnet", "emnet_fast"):
@@ -58,8 +58,9 @@ def test_emnet_fast_035_is_the_fast_network_with_monai_blocks_and_is_never_train
     fast, old_norms = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_035"))
     assert old_norms.state_dict().keys() == fast.state_dict().keys()
     fused = [[m.fused for m in net.modules() if isinstance(m, InstanceNormAct)] for net in (fast, old_norms)]
-    assert fused == [[True] * 5, []]
-    assert sum(isinstance(m, torch.nn.GroupNorm) for m in old_norms.modules()) == 5
+    # 3 in each residual block (encoder1, the half-resolution skip: 1 on the 1x1 residual), 2 in each basic block
+    assert fused == [[True] * 10, []]
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in old_norms.modules()) == 10
     assert "emnet_fast_035" in bench.TIMED_ONLY and "emnet_fast" not in bench.TIMED_ONLY
 
 
@@ -79,9 +80,21 @@ def test_emnet_fast_037_is_the_fast_network_on_the_per_channel_scan_kernels_and_
     assert "emnet_fast_037" in bench.TIMED_ONLY and "emnet_fast_037" in bench.NETS
 
 
+def test_emnet_fast_038_is_the_fast_network_without_its_half_resolution_decoder_stage():
+    bench = _bench()
+    fast, old = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_038"))
+    assert (fast.half_res_channels, old.half_res_channels) == (16, 0)
+    assert fast.up_full.transp_conv.conv.stride == (2, 2, 2) and old.up_full.transp_conv.conv.stride == (4, 4, 4)
+    fast_sd, old_sd = fast.state_dict(), old.state_dict()
+    changed = {k for k in fast_sd.keys() | old_sd.keys() if k not in fast_sd or k not in old_sd
+               or fast_sd[k].shape != old_sd[k].shape}
+    assert {k.split(".")[0] for k in changed} == {"half_res_encoder", "half_res_decoder", "up_full"}
+    assert "emnet_fast_038" in bench.NETS and "emnet_fast_038" not in bench.TIMED_ONLY
+
+
 def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution():
     bench = _bench()
-    fast, half = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_half"))
+    fast, half = (_network(bench, n) for n in ("emnet_fast_038", "emnet_fast_half"))
     assert (fast.full_res_stride, half.full_res_stride, half.full_res_channels) == (1, 2, 16)
     assert half.encoder1.layer.conv1.conv.stride == (2, 2, 2) and half.up_full.transp_conv.conv.stride == (2, 2, 2)
     fast_sd, half_sd = fast.state_dict(), half.state_dict()

@@ -306,6 +306,57 @@ def test_full_res_convs_1_leaves_one_convolution_per_full_resolution_block_and_m
     _assert_matches_float64(net, reference, out, expected)
 
 
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_half_res_channels_adds_a_decoder_stage_at_half_resolution_and_matches_float64(spatial_dims):
+    """half_res_channels: the 1/4 decoder output goes x2 to a half-resolution stage (its skip the full-resolution
+    branch through a stride-2 residual block) and x2 again to the full-resolution block, instead of x4 at once. The
+    fused channels-last network computes what the same weights do with PyTorch's layers in float64, forward and
+    gradients; TorchScript scripts it."""
+    from mamba_monai.blocks import NormActBasicBlock, NormActResBlock
+
+    torch.manual_seed(0)
+    kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, half_res_channels=6)
+    net = EMNet(**kwargs)
+    _set_layer_scale(net, 0.5)
+    reference = EMNet(**kwargs, channels_last=False)
+    reference.load_state_dict(net.state_dict())  # strict: the same keys
+    reference.double()
+    assert isinstance(net.half_res_encoder[0], NormActResBlock) and isinstance(net.half_res_decoder[0].block, NormActBasicBlock)
+    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    half_res_convs = [m for b in (net.half_res_encoder, net.half_res_decoder) for m in b.modules()
+                      if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert all(m.weight.is_contiguous(memory_format=layout) for m in half_res_convs)
+    assert net.up_full.transp_conv.conv.stride == (2,) * spatial_dims
+    sizes = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            sizes[name] = tuple(output.shape[1:])
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in
+             (("half_skip", net.half_res_encoder[0]), ("half_dec", net.half_res_decoder[0]), ("up_full", net.up_full))]
+    x = torch.randn(2, 1, *([32, 64, 32][:spatial_dims]))
+    out, expected = net(x), reference(x.double())
+    for hook in hooks:
+        hook.remove()
+    half = (6, *[s // 2 for s in x.shape[2:]])
+    assert sizes == {"half_skip": half, "half_dec": half, "up_full": (4, *x.shape[2:])}
+    assert out.shape == (2, 3, *x.shape[2:])
+    _assert_matches_float64(net, reference, out, expected)
+
+    scripted = torch.jit.script(copy.deepcopy(net).eval())
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_half_res_channels_rejects_a_half_resolution_branch_and_negative_values():
+    with pytest.raises(ValueError, match="half_res_channels. must be 0 or a positive integer with full_res_stride 1"):
+        EMNet(**TINY, half_res_channels=8, full_res_stride=2)
+    with pytest.raises(ValueError, match="got -1"):
+        EMNet(**TINY, half_res_channels=-1)
+
+
 def test_bundle_config_instantiation():
     config = {
         "network_def": {

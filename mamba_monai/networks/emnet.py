@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock
+from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetResBlock
 from monai.networks.blocks.dynunet_block import get_conv_layer
 from monai.networks.layers.factories import Conv
 
@@ -32,7 +32,8 @@ class EMNet(nn.Module):
 
     Decoder: per coarser stage a transposed convolution (x2), the skip ADDED, and ``decoder_depths[j]`` CSR Mamba
     layers; then a transposed convolution (x4) to full resolution, added to a full-resolution branch (MONAI
-    ``UnetrBasicBlock`` with a residual on the raw input), a ``UnetBasicBlock`` and a ``UnetOutBlock`` head. These
+    ``UnetrBasicBlock`` with a residual on the raw input), a ``UnetBasicBlock`` and a ``UnetOutBlock`` head. With
+    ``half_res_channels`` the x4 step is two x2 steps with a convolutional stage at 1/2 resolution between them. These
     full-resolution blocks have ``full_res_channels`` channels; at ``feature_size`` (the published design) their
     3x3(x3) convolutions are most of a training step on a CPU (see ``benchmarks/profile_emnet_step.py``), which is
     why this branch runs channels-last there (``channels_last``).
@@ -92,6 +93,14 @@ class EMNet(nn.Module):
             and ``UnetBasicBlock``), or 1 (each a single convolution, norm and leaky ReLU,
             :class:`~mamba_monai.blocks.UnetConvBlock`; no residual): then the only full-resolution convolution
             between ``full_res_channels`` channels is the decoder block's, one instead of three. Defaults to 2.
+        half_res_channels: 0 up-samples the 1/4-resolution decoder output x4 straight to the full-resolution block
+            (the published design). A positive value adds a decoder stage at 1/2 resolution with that many channels:
+            a transposed convolution (x2) from 1/4, a half-resolution skip ADDED (the full-resolution branch's output
+            through a stride-2 residual block, MONAI's ``UnetResBlock``), a ``UnetBasicBlock``, then a transposed
+            convolution (x2) to the full-resolution block. Its convolutions cost about as much as one more
+            full-resolution convolution at 8 channels; in the emnet_seg3d bundle's fixed-step comparison it took the
+            fast network from below MONAI's UNet to above it (the bundle's docs). Needs ``full_res_stride`` 1.
+            Defaults to 0.
 
     ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
     instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
@@ -131,6 +140,7 @@ class EMNet(nn.Module):
         fused_norm_act: bool = True,
         full_res_stride: int = 1,
         full_res_convs: int = 2,
+        half_res_channels: int = 0,
     ) -> None:
         super().__init__()
         depths, decoder_depths, fft_nums = tuple(depths), tuple(decoder_depths), tuple(fft_nums)
@@ -141,6 +151,11 @@ class EMNet(nn.Module):
             raise ValueError(f"`full_res_stride` must be 1 or 2, got {full_res_stride!r}.")
         if full_res_convs not in (1, 2):
             raise ValueError(f"`full_res_convs` must be 1 or 2, got {full_res_convs!r}.")
+        if int(half_res_channels) < 0 or (half_res_channels and full_res_stride != 1):
+            raise ValueError(
+                f"`half_res_channels` must be 0 or a positive integer with full_res_stride 1, got {half_res_channels!r} "
+                f"with full_res_stride {full_res_stride}."
+            )
         self._check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
                          dropout_rate, drop_path_rate, deep_supervision)
         if not float(logit_scale) > 0:
@@ -187,8 +202,17 @@ class EMNet(nn.Module):
                 for i in reversed(range(self.num_stages - 1))
             ]
         )
-        self.up_full = EMNetUpBlock(spatial_dims, self.widths[0], full_res_channels, 0,
-                                    upsample_kernel_size=4 // full_res_stride, norm_name=norm_name,
+        self.half_res_channels = int(half_res_channels)
+        # 0 or 1 stage: ModuleLists keep the forward scriptable either way
+        self.half_res_encoder, self.half_res_decoder = nn.ModuleList(), nn.ModuleList()
+        if self.half_res_channels:
+            self.half_res_encoder.append(UnetResBlock(spatial_dims, full_res_channels, self.half_res_channels,
+                                                      kernel_size=3, stride=2, norm_name=norm_name))
+            self.half_res_decoder.append(EMNetUpBlock(spatial_dims, self.widths[0], self.half_res_channels, 0,
+                                                      upsample_kernel_size=2, norm_name=norm_name))
+        up_full_in, up_full_factor = (self.half_res_channels, 2) if self.half_res_channels else (self.widths[0], 4)
+        self.up_full = EMNetUpBlock(spatial_dims, up_full_in, full_res_channels, 0,
+                                    upsample_kernel_size=up_full_factor // full_res_stride, norm_name=norm_name,
                                     num_convs=full_res_convs)
         self.out: nn.Module
         if full_res_stride == 1:
@@ -200,7 +224,8 @@ class EMNet(nn.Module):
         if self.channels_last:
             if fused_norm_act:
                 self.encoder1, self.up_full = fuse_norm_act(self.encoder1), fuse_norm_act(self.up_full)
-            for full_res_block in (self.encoder1, self.up_full, self.out):
+                fuse_norm_act(self.half_res_encoder), fuse_norm_act(self.half_res_decoder)
+            for full_res_block in self._full_res_blocks():
                 instance_norms_as_group_norms(full_res_block)
             self._place_full_res_weights()
         self.ds_heads = nn.ModuleList()
@@ -256,13 +281,17 @@ class EMNet(nn.Module):
             start += depth
         return nn.ModuleList(stages)
 
+    def _full_res_blocks(self) -> tuple[nn.Module, ...]:
+        """The blocks at full (and half) resolution: channels-last on a CPU with ``channels_last``."""
+        return self.encoder1, self.half_res_encoder, self.half_res_decoder, self.up_full, self.out
+
     def _place_full_res_weights(self) -> None:
         """
         Channels-last convolution weights in the full-resolution branch while they are on a CPU (oneDNN then runs
         those convolutions channels-last, whatever the input's layout, as a 1-channel input has none), channels-first
         elsewhere. Called after construction and after every ``.to()`` / ``.cuda()`` / ``.float()``.
         """
-        for block in (self.encoder1, self.up_full, self.out):
+        for block in self._full_res_blocks():
             for m in block.modules():
                 if isinstance(m, nn.modules.conv._ConvNd):
                     weight = m.weight.data
@@ -316,6 +345,8 @@ class EMNet(nn.Module):
             dec_outs.append(dec)
         # the full-resolution branch is most of a CPU step: channels-last there halves its convolutions' time
         full = self.encoder1(channels_last_on_cpu(x) if self.channels_last else x)
+        for encode_half, decode_half in zip(self.half_res_encoder, self.half_res_decoder):
+            dec = decode_half(dec, encode_half(full))
         logits = self._scaled(self.out(self.up_full(dec, full)).contiguous())
         if self.deep_supervision and self.training:
             outs = [logits]
