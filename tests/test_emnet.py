@@ -24,6 +24,16 @@ def _set_layer_scale(model: torch.nn.Module, value: float) -> None:
                 p.fill_(value)
 
 
+def _fused_net_and_float64_reference(**kwargs) -> tuple[EMNet, EMNet]:
+    """An EMNet (channels-last, fused norms on a CPU; layer scale 0.5 so the Mamba branches count) and the same weights
+    in PyTorch's channels-first layers in float64 (``channels_last=False``; the same state dict keys)."""
+    net = EMNet(**kwargs)
+    _set_layer_scale(net, 0.5)
+    reference = EMNet(**kwargs, channels_last=False)
+    reference.load_state_dict(net.state_dict())  # strict: the same keys
+    return net, reference.double()
+
+
 def _assert_matches_float64(net, reference, out, expected) -> None:
     """``net``'s float32 output and the gradients of a loss on it within float32 rounding of ``reference``'s (the same
     weights in float64), each gradient relative to its largest value."""
@@ -264,11 +274,7 @@ def test_full_res_stride_2_runs_the_branch_at_half_resolution_and_matches_float6
     same weights do with PyTorch's layers in float64, forward and gradients."""
     torch.manual_seed(0)
     kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, full_res_stride=2)
-    net = EMNet(**kwargs)
-    _set_layer_scale(net, 0.5)
-    reference = EMNet(**kwargs, channels_last=False)
-    reference.load_state_dict(net.state_dict())  # strict: the same keys
-    reference.double()
+    net, reference = _fused_net_and_float64_reference(**kwargs)
     assert net.encoder1.layer.scale_residual and net.encoder1.layer.residual_stride == [2] * spatial_dims
     assert isinstance(net.out.conv, (torch.nn.ConvTranspose3d, torch.nn.ConvTranspose2d))
     sizes = []
@@ -290,11 +296,7 @@ def test_full_res_convs_1_leaves_one_convolution_per_full_resolution_block_and_m
 
     torch.manual_seed(0)
     kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, full_res_convs=1, full_res_stride=stride)
-    net = EMNet(**kwargs)
-    _set_layer_scale(net, 0.5)
-    reference = EMNet(**kwargs, channels_last=False)
-    reference.load_state_dict(net.state_dict())  # strict: the same keys
-    reference.double()
+    net, reference = _fused_net_and_float64_reference(**kwargs)
     assert isinstance(net.encoder1, NormActConvBlock) and isinstance(net.up_full.block, NormActConvBlock)
     assert isinstance(reference.encoder1, UnetConvBlock) and isinstance(reference.up_full.block, UnetConvBlock)
     full_res_convs = [m for name, m in net.named_modules() if name.startswith(("encoder1", "up_full.block"))
@@ -316,11 +318,7 @@ def test_half_res_channels_adds_a_decoder_stage_at_half_resolution_and_matches_f
 
     torch.manual_seed(0)
     kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, half_res_channels=6)
-    net = EMNet(**kwargs)
-    _set_layer_scale(net, 0.5)
-    reference = EMNet(**kwargs, channels_last=False)
-    reference.load_state_dict(net.state_dict())  # strict: the same keys
-    reference.double()
+    net, reference = _fused_net_and_float64_reference(**kwargs)
     assert isinstance(net.half_res_encoder[0], NormActResBlock) and isinstance(net.half_res_decoder[0].block, NormActBasicBlock)
     layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
     half_res_convs = [m for b in (net.half_res_encoder, net.half_res_decoder) for m in b.modules()
