@@ -95,6 +95,16 @@ NETS = ("emnet", "emnet_fast", "emnet_fast_038", "emnet_fast_half", "emnet_fast_
         "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
+# network_def changes on top of configs/network_fast.json
+FAST_VARIANTS = {
+    "emnet_fast": {},
+    "emnet_fast_038": {"half_res_channels": 0},  # without the decoder stage at 1/2 resolution
+    # 0.3.8's with its full-resolution branch at half resolution, 16 channels
+    "emnet_fast_half": {"half_res_channels": 0, "full_res_stride": 2, "full_res_channels": 16},
+    "emnet_fast_light": {"full_res_convs": 1},  # one convolution in each full-resolution block
+    "emnet_fast_035": {"fused_norm_act": False},  # its full-resolution branch as in 0.3.5 (MONAI's blocks, GroupNorm)
+    "emnet_fast_037": {},  # the scan's 0.3.7 kernels (net_context)
+}
 TIMED_ONLY = ("emnet_fast_035", "emnet_fast_037")  # the same values as emnet_fast by a slower path: timed, never trained
 PLACEHOLDER_EPOCHS = 100000  # cosine t_total until the first epoch has been timed
 REPLAN_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9)  # the epoch count is fitted again as each share of the budget passes
@@ -135,18 +145,9 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     if name == "emnet_v03":  # the bundle's network as 0.3 ran it: channels-first, the scan's 0.3 path (net_context)
         with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], "channels_last": False}
-    if name in ("emnet_fast", "emnet_fast_038", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035",
-                "emnet_fast_037"):  # network_fast
+    if name in FAST_VARIANTS:
         with open(FAST_NETWORK) as fh:
-            net = json.load(fh)["network_def"]
-        if name == "emnet_fast_038":  # without the decoder stage at 1/2 resolution
-            return {**net, "half_res_channels": 0}
-        if name == "emnet_fast_half":  # 0.3.8's with its full-resolution branch at half resolution, 16 channels
-            return {**net, "half_res_channels": 0, "full_res_stride": 2, "full_res_channels": 16}
-        if name == "emnet_fast_light":  # one convolution in each full-resolution block
-            return {**net, "full_res_convs": 1}
-        # emnet_fast_035: its full-resolution branch as in 0.3.5 (MONAI's blocks, PyTorch's GroupNorm)
-        return {**net, "fused_norm_act": False} if name == "emnet_fast_035" else net
+            return {**json.load(fh)["network_def"], **FAST_VARIANTS[name]}
     if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units
         return {
             "_target_": "UNet",

@@ -224,7 +224,8 @@ class EMNet(nn.Module):
         if self.channels_last:
             if fused_norm_act:
                 self.encoder1, self.up_full = fuse_norm_act(self.encoder1), fuse_norm_act(self.up_full)
-                fuse_norm_act(self.half_res_encoder), fuse_norm_act(self.half_res_decoder)
+                for half_res_stage in (self.half_res_encoder, self.half_res_decoder):  # in place
+                    fuse_norm_act(half_res_stage)
             for full_res_block in self._full_res_blocks():
                 instance_norms_as_group_norms(full_res_block)
             self._place_full_res_weights()
