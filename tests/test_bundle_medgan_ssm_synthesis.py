@@ -79,7 +79,9 @@ def run_dir(tmp_path_factory):
     train = bundle_workflow(BUNDLE, "train", epochs=1, val_interval=1, **overrides, **TINY_TRAIN)
     run_workflow(train)
     evaluator = train.parser.get_parsed_content("validate#evaluator")
-    return {"base": base, "data": data, "overrides": overrides, "val_metrics": dict(evaluator.state.metrics)}
+    trainer = train.parser.get_parsed_content("train#trainer")
+    return {"base": base, "data": data, "overrides": overrides, "val_metrics": dict(evaluator.state.metrics),
+            "last_train_pred": trainer.state.output[0]["pred"]}
 
 
 # ------------------------------------------------------------------------------------------------ model zoo checks
@@ -291,6 +293,8 @@ def test_train_one_epoch_writes_checkpoints_and_validates(run_dir):
     metrics = run_dir["val_metrics"]
     assert set(metrics) == {"val_psnr", "val_ssim", "val_mae"}
     assert 0.0 < metrics["val_psnr"] < 60.0 and -1.0 <= metrics["val_ssim"] <= 1.0 and 0.0 <= metrics["val_mae"] <= 1.0
+    # the training batch reached the generator as plain tensors (train.json's EnsureTyped with track_meta false)
+    assert type(run_dir["last_train_pred"]) is torch.Tensor
 
 
 def test_resume_continues_from_the_saved_epoch(run_dir):
