@@ -59,7 +59,9 @@ network of 0.3.8 with its full-resolution branch at half resolution (``full_res_
 ``emnet_fast_038`` is the fast network of 0.3.8: no decoder stage at 1/2 resolution (``half_res_channels`` 0, the x4
 up-sampling from 1/4 to the full-resolution block). ``emnet_fast_037``
 is the fast network with the selective scan's 0.3.7 kernels (``per_channel_kernels()``; timed, never trained).
-``emnet_fast_light`` is the fast network with one convolution in each full-resolution block (``full_res_convs`` 1).
+``emnet_fast_039`` is the fast network of 0.3.9: two convolutions in the decoder's full-resolution block
+(``full_res_convs`` 2, where 0.3.10's has (2, 1)). ``emnet_fast_light`` is the fast network with one convolution in
+each full-resolution block (``full_res_convs`` 1).
 
 Tiny smoke run::
 
@@ -91,16 +93,17 @@ except ImportError:  # run from a checkout without installing: the repository ro
 import torch
 
 BUNDLE = "emnet_seg3d"
-NETS = ("emnet", "emnet_fast", "emnet_fast_038", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035", "emnet_fast_037",
-        "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
+NETS = ("emnet", "emnet_fast", "emnet_fast_039", "emnet_fast_038", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035",
+        "emnet_fast_037", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 # network_def changes on top of configs/network_fast.json
 FAST_VARIANTS = {
     "emnet_fast": {},
-    "emnet_fast_038": {"half_res_channels": 0},  # without the decoder stage at 1/2 resolution
+    "emnet_fast_039": {"full_res_convs": 2},  # two convolutions in the decoder's full-resolution block
+    "emnet_fast_038": {"half_res_channels": 0, "full_res_convs": 2},  # and without the decoder stage at 1/2 resolution
     # 0.3.8's with its full-resolution branch at half resolution, 16 channels
-    "emnet_fast_half": {"half_res_channels": 0, "full_res_stride": 2, "full_res_channels": 16},
+    "emnet_fast_half": {"half_res_channels": 0, "full_res_convs": 2, "full_res_stride": 2, "full_res_channels": 16},
     "emnet_fast_light": {"full_res_convs": 1},  # one convolution in each full-resolution block
     "emnet_fast_035": {"fused_norm_act": False},  # its full-resolution branch as in 0.3.5 (MONAI's blocks, GroupNorm)
     "emnet_fast_037": {},  # the scan's 0.3.7 kernels (net_context)

@@ -32,6 +32,13 @@ def _network(bench, name):
     )
 
 
+def _changed_modules(a: torch.nn.Module, b: torch.nn.Module) -> set[str]:
+    """Top-level modules whose state dict keys or shapes differ between ``a`` and ``b``."""
+    a_sd, b_sd = a.state_dict(), b.state_dict()
+    return {k.split(".")[0] for k in a_sd.keys() | b_sd.keys()
+            if k not in a_sd or k not in b_sd or a_sd[k].shape != b_sd[k].shape}
+
+
 def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_and_scan_path():
     scan_module = importlib.import_module("mamba_monai.ops.selective_scan_cpu")
     bench = _bench()
@@ -42,7 +49,8 @@ def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_
     assert not old.channels_last and bundle.channels_last and fast.channels_last
     assert old.state_dict().keys() == bundle.state_dict().keys()
     assert fast.full_res_channels == 8 and [len(s.layers) for s in fast.stages] == [1, 2, 2, 2]
-    assert fast.half_res_channels == 16 and sum(p.numel() for p in fast.parameters()) == 2_237_058
+    assert fast.half_res_channels == 16 and fast.full_res_convs == (2, 1)
+    assert sum(p.numel() for p in fast.parameters()) == 2_235_330
     with bench.net_context("emnet_v03"):
         assert scan_module._POINTWISE_IN_KERNEL
     for name in ("emnet", "emnet_fast"):
@@ -58,9 +66,10 @@ def test_emnet_fast_035_is_the_fast_network_with_monai_blocks_and_is_never_train
     fast, old_norms = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_035"))
     assert old_norms.state_dict().keys() == fast.state_dict().keys()
     fused = [[m.fused for m in net.modules() if isinstance(m, InstanceNormAct)] for net in (fast, old_norms)]
-    # 3 in each residual block (encoder1, the half-resolution skip: 1 on the 1x1 residual), 2 in each basic block
-    assert fused == [[True] * 10, []]
-    assert sum(isinstance(m, torch.nn.GroupNorm) for m in old_norms.modules()) == 10
+    # 3 in each residual block (encoder1, the half-resolution skip: 1 on the 1x1 residual), 2 in the half-resolution
+    # basic block, 1 in the decoder's full-resolution block (one convolution)
+    assert fused == [[True] * 9, []]
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in old_norms.modules()) == 9
     assert "emnet_fast_035" in bench.TIMED_ONLY and "emnet_fast" not in bench.TIMED_ONLY
 
 
@@ -85,10 +94,7 @@ def test_emnet_fast_038_is_the_fast_network_without_its_half_resolution_decoder_
     fast, old = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_038"))
     assert (fast.half_res_channels, old.half_res_channels) == (16, 0)
     assert fast.up_full.transp_conv.conv.stride == (2, 2, 2) and old.up_full.transp_conv.conv.stride == (4, 4, 4)
-    fast_sd, old_sd = fast.state_dict(), old.state_dict()
-    changed = {k for k in fast_sd.keys() | old_sd.keys() if k not in fast_sd or k not in old_sd
-               or fast_sd[k].shape != old_sd[k].shape}
-    assert {k.split(".")[0] for k in changed} == {"half_res_encoder", "half_res_decoder", "up_full"}
+    assert _changed_modules(fast, old) == {"half_res_encoder", "half_res_decoder", "up_full"}
     assert "emnet_fast_038" in bench.NETS and "emnet_fast_038" not in bench.TIMED_ONLY
 
 
@@ -97,24 +103,26 @@ def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution(
     fast, half = (_network(bench, n) for n in ("emnet_fast_038", "emnet_fast_half"))
     assert (fast.full_res_stride, half.full_res_stride, half.full_res_channels) == (1, 2, 16)
     assert half.encoder1.layer.conv1.conv.stride == (2, 2, 2) and half.up_full.transp_conv.conv.stride == (2, 2, 2)
-    fast_sd, half_sd = fast.state_dict(), half.state_dict()
-    changed = {k for k in fast_sd.keys() | half_sd.keys() if k not in fast_sd or k not in half_sd
-               or fast_sd[k].shape != half_sd[k].shape}
-    assert {k.split(".")[0] for k in changed} == {"encoder1", "up_full", "out"}
+    assert _changed_modules(fast, half) == {"encoder1", "up_full", "out"}
     half.eval()
     with torch.no_grad():
         assert half(torch.randn(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
     assert "emnet_fast_half" in bench.NETS and "emnet_fast_half" not in bench.TIMED_ONLY
 
 
+def test_emnet_fast_039_is_the_fast_network_with_two_convolutions_in_the_decoder_full_resolution_block():
+    bench = _bench()
+    fast, old = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_039"))
+    assert (fast.full_res_convs, old.full_res_convs) == ((2, 1), (2, 2))
+    assert _changed_modules(fast, old) == {"up_full"}
+    assert "emnet_fast_039" in bench.NETS and "emnet_fast_039" not in bench.TIMED_ONLY
+
+
 def test_emnet_fast_light_is_the_fast_network_with_one_convolution_per_full_resolution_block():
     bench = _bench()
     fast, light = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_light"))
-    assert (fast.full_res_convs, light.full_res_convs) == (2, 1)
-    fast_sd, light_sd = fast.state_dict(), light.state_dict()
-    changed = {k for k in fast_sd.keys() | light_sd.keys() if k not in fast_sd or k not in light_sd
-               or fast_sd[k].shape != light_sd[k].shape}
-    assert {k.split(".")[0] for k in changed} == {"encoder1", "up_full"}
+    assert (fast.full_res_convs, light.full_res_convs) == ((2, 1), (1, 1))
+    assert _changed_modules(fast, light) == {"encoder1"}
     assert "emnet_fast_light" in bench.NETS and "emnet_fast_light" not in bench.TIMED_ONLY
 
 

@@ -148,6 +148,8 @@ def test_input_errors():
         (dict(logit_scale=0.0), "logit_scale. must be positive"),
         (dict(full_res_stride=4), "full_res_stride. must be 1 or 2"),
         (dict(full_res_convs=3), "full_res_convs. must be 1 or 2"),
+        (dict(full_res_convs=(2, 3)), "full_res_convs. must be 1 or 2, or a pair"),
+        (dict(full_res_convs=(2, 1, 1)), "full_res_convs. must be 1 or 2, or a pair"),
         (dict(depths=(1, 1), fft_nums=(0, 0), decoder_depths=(1,), deep_supervision=True), "deep_supervision"),
     ],
 )
@@ -306,6 +308,31 @@ def test_full_res_convs_1_leaves_one_convolution_per_full_resolution_block_and_m
     out, expected = net(x), reference(x.double())
     assert out.shape == (2, 3, *x.shape[2:])
     _assert_matches_float64(net, reference, out, expected)
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_full_res_convs_pair_sets_the_input_branch_and_the_decoder_block_apart(spatial_dims):
+    """full_res_convs=(2, 1) with a half-resolution stage (the emnet_seg3d fast network's layout): the branch on the
+    input keeps its residual block of two convolutions, the decoder's full-resolution block is one convolution, norm
+    and leaky ReLU; the fused channels-last network computes what the same weights do in float64, forward and
+    gradients, and TorchScript scripts it."""
+    from mamba_monai.blocks import NormActConvBlock, NormActResBlock
+
+    torch.manual_seed(0)
+    kwargs = dict(TINY, spatial_dims=spatial_dims, full_res_channels=4, half_res_channels=6, full_res_convs=[2, 1])
+    net, reference = _fused_net_and_float64_reference(**kwargs)
+    assert net.full_res_convs == (2, 1)
+    assert isinstance(net.encoder1.layer, NormActResBlock) and isinstance(net.up_full.block, NormActConvBlock)
+    decoder_convs = [(m.in_channels, m.out_channels) for m in net.up_full.block.modules()
+                     if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert decoder_convs == [(4, 4)]
+    x = torch.randn(2, 1, *([32, 64, 32][:spatial_dims]))
+    out, expected = net(x), reference(x.double())
+    assert out.shape == (2, 3, *x.shape[2:])
+    _assert_matches_float64(net, reference, out, expected)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x))
 
 
 @pytest.mark.parametrize("spatial_dims", [3, 2])

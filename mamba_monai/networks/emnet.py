@@ -88,11 +88,14 @@ class EMNet(nn.Module):
             it at half resolution (its first convolution at stride 2, the decoder's last up-sampling x2) and the head
             is a transposed convolution (kernel = stride = 2) to full-resolution logits, as MONAI's ``UNet`` ends:
             the branch's convolutions and norms then cost about an eighth per channel. Defaults to 1.
-        full_res_convs: 3x3(x3) convolutions in each of the two full-resolution blocks (the branch on the input and
-            the block after the last up-sampling): 2 as published (a residual block with a 1x1 residual convolution,
-            and ``UnetBasicBlock``), or 1 (each a single convolution, norm and leaky ReLU,
-            :class:`~mamba_monai.blocks.UnetConvBlock`; no residual): then the only full-resolution convolution
-            between ``full_res_channels`` channels is the decoder block's, one instead of three. Defaults to 2.
+        full_res_convs: 3x3(x3) convolutions in the two full-resolution blocks (the branch on the input and the block
+            after the last up-sampling): one value for both or a pair (input branch, decoder block). 2 as published (a
+            residual block with a 1x1 residual convolution, and ``UnetBasicBlock``), 1 a single convolution, norm and
+            leaky ReLU (:class:`~mamba_monai.blocks.UnetConvBlock`; no residual). With 1 for both, the only
+            full-resolution convolution between ``full_res_channels`` channels is the decoder block's, one instead of
+            three; (2, 1) keeps the input branch's two and drops one of the decoder block's, which with
+            ``half_res_channels`` learnt faster per step in the emnet_seg3d bundle's fixed-step comparison (its
+            docs). Defaults to 2.
         half_res_channels: 0 up-samples the 1/4-resolution decoder output x4 straight to the full-resolution block
             (the published design). A positive value adds a decoder stage at 1/2 resolution with that many channels:
             a transposed convolution (x2) from 1/4, a half-resolution skip ADDED (the full-resolution branch's output
@@ -139,7 +142,7 @@ class EMNet(nn.Module):
         logit_scale: float = 1.0,
         fused_norm_act: bool = True,
         full_res_stride: int = 1,
-        full_res_convs: int = 2,
+        full_res_convs: int | Sequence[int] = 2,
         half_res_channels: int = 0,
     ) -> None:
         super().__init__()
@@ -149,8 +152,7 @@ class EMNet(nn.Module):
             raise ValueError(f"`full_res_channels` must be a positive integer or None, got {full_res_channels}.")
         if full_res_stride not in (1, 2):
             raise ValueError(f"`full_res_stride` must be 1 or 2, got {full_res_stride!r}.")
-        if full_res_convs not in (1, 2):
-            raise ValueError(f"`full_res_convs` must be 1 or 2, got {full_res_convs!r}.")
+        encoder_convs, decoder_convs = self._full_res_convs_pair(full_res_convs)
         if int(half_res_channels) < 0 or (half_res_channels and full_res_stride != 1):
             raise ValueError(
                 f"`half_res_channels` must be 0 or a positive integer with full_res_stride 1, got {half_res_channels!r} "
@@ -187,9 +189,9 @@ class EMNet(nn.Module):
         self.skip_mlps = nn.ModuleList([ChannelMLP(spatial_dims, w, 4 * w) for w in self.widths])
         self.full_res_channels = full_res_channels
         self.full_res_stride = full_res_stride
-        self.full_res_convs = full_res_convs
+        self.full_res_convs = (encoder_convs, decoder_convs)
         self.encoder1: nn.Module
-        if full_res_convs == 2:
+        if encoder_convs == 2:
             self.encoder1 = UnetrBasicBlock(spatial_dims, in_channels, full_res_channels, kernel_size=3,
                                             stride=full_res_stride, norm_name=norm_name, res_block=True)
         else:
@@ -213,7 +215,7 @@ class EMNet(nn.Module):
         up_full_in, up_full_factor = (self.half_res_channels, 2) if self.half_res_channels else (self.widths[0], 4)
         self.up_full = EMNetUpBlock(spatial_dims, up_full_in, full_res_channels, 0,
                                     upsample_kernel_size=up_full_factor // full_res_stride, norm_name=norm_name,
-                                    num_convs=full_res_convs)
+                                    num_convs=decoder_convs)
         self.out: nn.Module
         if full_res_stride == 1:
             self.out = UnetOutBlock(spatial_dims, full_res_channels, out_channels)
@@ -233,6 +235,16 @@ class EMNet(nn.Module):
         if deep_supervision:  # on the decoder outputs at 1/4 and 1/8
             self.ds_heads.extend([UnetOutBlock(spatial_dims, self.widths[0], out_channels),
                                   UnetOutBlock(spatial_dims, self.widths[1], out_channels)])
+
+    @staticmethod
+    def _full_res_convs_pair(full_res_convs: int | Sequence[int]) -> tuple[int, int]:
+        """(input branch, decoder block) convolutions from one value for both or a pair; each must be 1 or 2."""
+        pair = (full_res_convs,) * 2 if isinstance(full_res_convs, int) else tuple(full_res_convs)
+        if len(pair) != 2 or any(c not in (1, 2) for c in pair):
+            raise ValueError(
+                f"`full_res_convs` must be 1 or 2, or a pair of them (input branch, decoder block), got {full_res_convs!r}."
+            )
+        return int(pair[0]), int(pair[1])
 
     @staticmethod
     def _check_args(spatial_dims, in_channels, out_channels, feature_size, depths, decoder_depths, fft_nums,
