@@ -110,20 +110,19 @@ def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution(
     assert "emnet_fast_half" in bench.NETS and "emnet_fast_half" not in bench.TIMED_ONLY
 
 
-def test_emnet_fast_039_is_the_fast_network_with_two_convolutions_in_the_decoder_full_resolution_block():
+@pytest.mark.parametrize(
+    "variant,convs,changed",
+    [
+        ("emnet_fast_039", (2, 2), {"up_full"}),  # 0.3.9's: two convolutions in the decoder's full-resolution block
+        ("emnet_fast_light", (1, 1), {"encoder1"}),  # one convolution in each full-resolution block
+    ],
+)
+def test_full_res_convs_variants_differ_from_the_fast_network_only_in_their_full_resolution_blocks(variant, convs, changed):
     bench = _bench()
-    fast, old = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_039"))
-    assert (fast.full_res_convs, old.full_res_convs) == ((2, 1), (2, 2))
-    assert _changed_modules(fast, old) == {"up_full"}
-    assert "emnet_fast_039" in bench.NETS and "emnet_fast_039" not in bench.TIMED_ONLY
-
-
-def test_emnet_fast_light_is_the_fast_network_with_one_convolution_per_full_resolution_block():
-    bench = _bench()
-    fast, light = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_light"))
-    assert (fast.full_res_convs, light.full_res_convs) == ((2, 1), (1, 1))
-    assert _changed_modules(fast, light) == {"encoder1"}
-    assert "emnet_fast_light" in bench.NETS and "emnet_fast_light" not in bench.TIMED_ONLY
+    fast, other = (_network(bench, n) for n in ("emnet_fast", variant))
+    assert (fast.full_res_convs, other.full_res_convs) == ((2, 1), convs)
+    assert _changed_modules(fast, other) == changed
+    assert variant in bench.NETS and variant not in bench.TIMED_ONLY
 
 
 def test_unet_baseline_is_the_issue_configuration():
