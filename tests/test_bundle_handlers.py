@@ -65,3 +65,23 @@ def test_no_max_norm_leaves_the_step_alone(max_norm):
 def test_a_negative_max_norm_is_refused():
     with pytest.raises(ValueError, match="max_norm"):
         GradientClipping(-1.0)
+
+
+def test_plain_tensor_prepare_batch_hands_plain_tensors_and_leaves_the_batch_its_metadata():
+    from monai.data import MetaTensor
+
+    from mamba_monai.engines import PlainTensorPrepareBatch, SynthesisPrepareBatch
+
+    image = MetaTensor(torch.rand(2, 1, 4, 4), meta={"filename_or_obj": ["a.nii.gz", "b.nii.gz"]})
+    label = MetaTensor(torch.ones(2, 1, 4, 4))
+    batch = {"image": image, "label": label}
+    out_image, out_label = PlainTensorPrepareBatch()(batch, torch.device("cpu"))
+    assert type(out_image) is torch.Tensor and type(out_label) is torch.Tensor
+    torch.testing.assert_close(out_image, image.as_tensor())
+    assert isinstance(batch["image"], MetaTensor) and batch["image"].meta["filename_or_obj"] == ["a.nii.gz", "b.nii.gz"]
+    # another prepare_batch wrapped: its extra arguments come back plain too; a missing label stays None
+    mask = MetaTensor(torch.ones(2, 3))
+    x, target, args, kwargs = PlainTensorPrepareBatch(SynthesisPrepareBatch())(
+        {"image": image, "target": label, "mask": mask}, torch.device("cpu"))
+    assert [type(t) for t in (x, target, *args)] == [torch.Tensor] * 3 and kwargs == {}
+    assert PlainTensorPrepareBatch()({"image": image}, torch.device("cpu"))[1] is None

@@ -293,7 +293,7 @@ def test_train_one_epoch_writes_checkpoints_and_validates(run_dir):
     metrics = run_dir["val_metrics"]
     assert set(metrics) == {"val_psnr", "val_ssim", "val_mae"}
     assert 0.0 < metrics["val_psnr"] < 60.0 and -1.0 <= metrics["val_ssim"] <= 1.0 and 0.0 <= metrics["val_mae"] <= 1.0
-    # the training batch reached the generator as plain tensors (train.json's EnsureTyped with track_meta false)
+    # the training batch reached the generator as plain tensors (the trainer's PlainTensorPrepareBatch)
     assert type(run_dir["last_train_pred"]) is torch.Tensor
 
 

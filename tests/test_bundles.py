@@ -121,7 +121,7 @@ def test_train_one_epoch_writes_checkpoints_and_validates(run_dir):
         assert run_dir["grad_norm"] is not None and 0.0 < run_dir["grad_norm"] < float("inf")
     # no training metric reads a post-processed training batch, so none is made (it cost 5-10% of a CPU iteration):
     # the trainer's output holds the network's logits, one channel per class, not a one-hot argmax
-    # the training batch reached the network as plain tensors (train.json's EnsureTyped with track_meta false):
+    # the training batch reached the network as plain tensors (the trainer's PlainTensorPrepareBatch):
     # MetaTensor's bookkeeping on every operation of the forward pass cost EMNet ~10% of a CPU training step
     assert type(run_dir["last_train_pred"]) is torch.Tensor
     pred = run_dir["last_train_pred"]
