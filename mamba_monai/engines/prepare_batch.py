@@ -6,21 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch, default_prepare_batch
+from monai.utils import convert_to_tensor
 
 __all__ = ["PlainTensorPrepareBatch"]
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with every MetaTensor in it (also inside tuples, lists and dicts) as a plain ``torch.Tensor`` view."""
-    if isinstance(value, MetaTensor):
-        return value.as_tensor()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 class PlainTensorPrepareBatch(PrepareBatch):
@@ -45,4 +34,5 @@ class PlainTensorPrepareBatch(PrepareBatch):
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> Any:
-        return _plain(self.prepare_batch(batchdata, device, non_blocking, **kwargs))
+        # MetaTensors (also inside the args tuple and kwargs dict) as plain tensor views, no copy
+        return convert_to_tensor(self.prepare_batch(batchdata, device, non_blocking, **kwargs), track_meta=False)
