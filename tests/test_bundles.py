@@ -17,7 +17,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
 
-from mamba_monai.bundle import bundle_dir, bundle_workflow, run_workflow, verify_bundle_metadata
+from mamba_monai.bundle import bundle_dir, bundle_workflow, list_bundles, run_workflow, verify_bundle_metadata
 from mamba_monai.bundle.testing import (
     assert_outputs_match_inputs,
     export_and_compare,
@@ -97,6 +97,19 @@ def test_metadata_is_valid_and_matches_demo_labels(bundle):
     assert {int(k): v for k, v in channel_def.items()} == SPECS[bundle].labels
     parser = ConfigParser(ConfigParser.load_config_file(os.path.join(_configs(bundle), "train.json")))
     assert parser.get_parsed_content("num_classes") == len(SPECS[bundle].labels)
+
+
+@pytest.mark.parametrize("bundle", list_bundles())
+def test_docs_readme_is_one_titled_document(bundle):
+    """docs/README.md is what the model zoo shows: it opens with the bundle's title and is written once (an editing
+    accident once repeated one paragraph between every character, 76 MB, and nothing else noticed)."""
+    path = os.path.join(bundle_dir(bundle), "docs", "README.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert text.startswith("# ") and f"(`{bundle}`)" in text.splitlines()[0]
+    assert len(text.encode("utf-8")) < 256 * 1024, f"{path} is {len(text.encode('utf-8'))} bytes"
+    paragraphs = [p.strip() for p in text.split("\n\n") if len(p.strip()) > 200]
+    assert len(paragraphs) == len(set(paragraphs)), f"{path} repeats a paragraph"
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
