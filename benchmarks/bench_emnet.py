@@ -53,15 +53,23 @@ Run (the real benchmark takes about 2 x budget + a few minutes)::
 
     python benchmarks/bench_emnet.py --budget-min 10 --repeats 3 --json bench_emnet.json
 
+Every training run takes the bundle's seed (``seed`` in its ``train.json``, 123); the same network trained with
+another seed (its initial weights, the crops) can end 0.01-0.1 Dice apart on the 2 validation volumes, so
+``--seeds 123,7,11`` trains every net once per seed (seed by seed, the nets in turn) and the table and targets use the
+mean over the seeds (each run and the standard deviation in the JSON and below the table).
+
+``emnet_fast_0310`` is the fast network of 0.3.10: Mamba mixers with state size 16 and inner width 2C (``d_state`` 16,
+``expand`` 2, where 0.3.11's have 1 and 1). ``emnet_fast_039``, ``_038``, ``_half`` and ``_light`` are older fast
+networks or changes to 0.3.10's, and keep its mixers; ``_035`` and ``_037`` are the fast network on slower paths.
 ``--nets emnet_fast,emnet_fast_035`` times the fast network's step beside 0.3.5's full-resolution branch (MONAI's
 blocks with PyTorch's ``GroupNorm``; ``emnet_fast_035`` is timed, never trained). ``emnet_fast_half`` is the fast
 network of 0.3.8 with its full-resolution branch at half resolution (``full_res_stride`` 2, 16 channels).
 ``emnet_fast_038`` is the fast network of 0.3.8: no decoder stage at 1/2 resolution (``half_res_channels`` 0, the x4
-up-sampling from 1/4 to the full-resolution block). ``emnet_fast_037``
-is the fast network with the selective scan's 0.3.7 kernels (``per_channel_kernels()``; timed, never trained).
-``emnet_fast_039`` is the fast network of 0.3.9: two convolutions in the decoder's full-resolution block
-(``full_res_convs`` 2, where 0.3.10's has (2, 1)). ``emnet_fast_light`` is the fast network with one convolution in
-each full-resolution block (``full_res_convs`` 1).
+up-sampling from 1/4 to the full-resolution block). ``emnet_fast_037`` is the fast network with the selective scan's
+0.3.7 kernels (``per_channel_kernels()``; timed, never trained). ``emnet_fast_039`` is the fast network of 0.3.9: two
+convolutions in the decoder's full-resolution block (``full_res_convs`` 2, where 0.3.10's has (2, 1)).
+``emnet_fast_light`` is 0.3.10's fast network with one convolution in each full-resolution block (``full_res_convs``
+1).
 
 Tiny smoke run::
 
@@ -93,19 +101,24 @@ except ImportError:  # run from a checkout without installing: the repository ro
 import torch
 
 BUNDLE = "emnet_seg3d"
-NETS = ("emnet", "emnet_fast", "emnet_fast_039", "emnet_fast_038", "emnet_fast_half", "emnet_fast_light", "emnet_fast_035",
-        "emnet_fast_037", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
+NETS = ("emnet", "emnet_fast", "emnet_fast_0310", "emnet_fast_039", "emnet_fast_038", "emnet_fast_half",
+        "emnet_fast_light", "emnet_fast_035", "emnet_fast_037", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 # network_def changes on top of configs/network_fast.json
+MIXER_0310 = {"d_state": 16, "expand": 2}  # the Mamba mixers of the fast network up to 0.3.10
 FAST_VARIANTS = {
     "emnet_fast": {},
-    "emnet_fast_039": {"full_res_convs": 2},  # two convolutions in the decoder's full-resolution block
-    "emnet_fast_038": {"half_res_channels": 0, "full_res_convs": 2},  # and without the decoder stage at 1/2 resolution
+    "emnet_fast_0310": MIXER_0310,  # Mamba state size 16 and inner width 2C
+    "emnet_fast_039": {**MIXER_0310, "full_res_convs": 2},  # two convolutions in the decoder's full-resolution block
+    # and without the decoder stage at 1/2 resolution
+    "emnet_fast_038": {**MIXER_0310, "half_res_channels": 0, "full_res_convs": 2},
     # 0.3.8's with its full-resolution branch at half resolution, 16 channels
-    "emnet_fast_half": {"half_res_channels": 0, "full_res_convs": 2, "full_res_stride": 2, "full_res_channels": 16},
-    "emnet_fast_light": {"full_res_convs": 1},  # one convolution in each full-resolution block
-    "emnet_fast_035": {"fused_norm_act": False},  # its full-resolution branch as in 0.3.5 (MONAI's blocks, GroupNorm)
+    "emnet_fast_half": {**MIXER_0310, "half_res_channels": 0, "full_res_convs": 2, "full_res_stride": 2,
+                        "full_res_channels": 16},
+    "emnet_fast_light": {**MIXER_0310, "full_res_convs": 1},  # one convolution in each full-resolution block
+    # its full-resolution branch as in 0.3.5 (MONAI's blocks, GroupNorm)
+    "emnet_fast_035": {"fused_norm_act": False},
     "emnet_fast_037": {},  # the scan's 0.3.7 kernels (net_context)
 }
 TIMED_ONLY = ("emnet_fast_035", "emnet_fast_037")  # the same values as emnet_fast by a slower path: timed, never trained
@@ -384,20 +397,25 @@ def train_with_budget(
     val_interval: int,
     segresnet_filters: int,
     learning_rate: float | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """
     Train one network through the bundle for ``budget_s`` seconds of wall clock (in :func:`net_context`); returns its
-    figures. ``learning_rate`` replaces the bundle's peak learning rate (None keeps it).
+    figures. ``learning_rate`` replaces the bundle's peak learning rate and ``seed`` its random seed (the weights'
+    initialisation, the crops' order and positions); None keeps the bundle's.
     """
     with net_context(name):
-        return _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresnet_filters, learning_rate)
+        return _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresnet_filters, learning_rate,
+                                  seed)
 
 
-def _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresnet_filters, learning_rate):
-    lr = {} if learning_rate is None else {"learning_rate": learning_rate}
-    run_dir = os.path.join(work_dir, f"{budget_s:.0f}s_lr{learning_rate}")
+def _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresnet_filters, learning_rate, seed):
+    override = {} if learning_rate is None else {"learning_rate": learning_rate}
+    if seed is not None:
+        override["seed"] = seed
+    run_dir = os.path.join(work_dir, f"{budget_s:.0f}s_lr{learning_rate}_seed{seed}")
     wf = _workflow(
-        data_dir, run_dir, name, segresnet_filters, epochs=PLACEHOLDER_EPOCHS, val_interval=val_interval, **lr
+        data_dir, run_dir, name, segresnet_filters, epochs=PLACEHOLDER_EPOCHS, val_interval=val_interval, **override
     )
     t0 = time.perf_counter()
     wf.initialize()
@@ -426,6 +444,7 @@ def _train_with_budget(name, data_dir, work_dir, budget_s, val_interval, segresn
     figures = {
         "params": _params(network),
         "learning_rate": float(parser.get_parsed_content("learning_rate")),
+        "seed": int(parser.get_parsed_content("seed")),
         "dice_final": planner.history[-1]["val_mean_dice"] if planner.history else float("nan"),
         "class_dice_final": planner.history[-1]["val_class_dice"] if planner.history else None,
         "dice_best": float(evaluator.state.best_metric),
@@ -584,6 +603,30 @@ def choose_learning_rate(
     return {"lr_grid": {f"{lr:g}": t for lr, t in trials.items()}, "chosen_lr": best}
 
 
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    One net's training runs at one budget, one per seed, as one entry of the report: the run itself when there is one;
+    else the mean and sample standard deviation over the runs of the final and best Dice, the mean per-class final
+    Dice and steps, and every run under ``"runs"``.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    finals, bests = [r["dice_final"] for r in runs], [r["dice_best"] for r in runs]
+    per_class = [r.get("class_dice_final") for r in runs]
+    return {
+        "params": runs[0]["params"],
+        "learning_rate": runs[0]["learning_rate"],
+        "seeds": [r["seed"] for r in runs],
+        "dice_final": statistics.fmean(finals),
+        "dice_final_sd": statistics.stdev(finals),
+        "dice_best": statistics.fmean(bests),
+        "dice_best_sd": statistics.stdev(bests),
+        "class_dice_final": [statistics.fmean(c) for c in zip(*per_class)] if all(per_class) else None,
+        "iterations": round(statistics.fmean(r["iterations"] for r in runs)),
+        "runs": runs,
+    }
+
+
 def plot_dice_vs_time(report: dict[str, Any], path: str) -> None:
     """One panel per budget: validation Dice against wall-clock seconds of training, one line per net."""
     import matplotlib
@@ -595,12 +638,16 @@ def plot_dice_vs_time(report: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.6), squeeze=False)
     for ax, budget in zip(axes[0], budgets):
         for name, f in report["nets"].items():
-            run = f.get("budgets", {}).get(f"{budget:g}")
-            if not run or not run["history"]:
-                continue
-            xs = [h["elapsed_s"] for h in run["history"]]
-            ys = [h["val_mean_dice"] for h in run["history"]]
-            ax.plot(xs, ys, marker="o", markersize=3, label=f"{name} (lr {run['learning_rate']:g})")
+            entry = f.get("budgets", {}).get(f"{budget:g}")
+            runs = [r for r in (entry.get("runs", [entry]) if entry else []) if r["history"]]
+            color = None
+            for i, run in enumerate(runs):  # one line per seed, in the net's colour
+                xs = [h["elapsed_s"] for h in run["history"]]
+                ys = [h["val_mean_dice"] for h in run["history"]]
+                seeds = f", {len(runs)} seeds" if len(runs) > 1 else ""
+                (line,) = ax.plot(xs, ys, marker="o", markersize=3, color=color, alpha=1.0 if len(runs) == 1 else 0.75,
+                                  label=f"{name} (lr {run['learning_rate']:g}{seeds})" if i == 0 else None)
+                color = line.get_color()
         ax.set_title(f"{budget:g} min of training each, {report['machine']['torch_threads']} CPU threads")
         ax.set_xlabel("wall-clock seconds of training (validations included)")
         ax.set_ylabel("validation mean Dice (5 foreground classes)")
@@ -692,6 +739,14 @@ def print_table(report: dict[str, Any]) -> None:
             if per_class:
                 print(f"Dice per class after {b:g} min, {name}: "
                       + ", ".join(f"{c} {_fmt(v, '.3f')}" for c, v in zip(names, per_class)))
+    for b in report["budgets_min"]:
+        for name, f in nets.items():
+            entry = f.get("budgets", {}).get(f"{b:g}", {})
+            if "runs" in entry:
+                print(f"Dice after {b:g} min over seeds {entry['seeds']}, {name}: final {entry['dice_final']:.4f} "
+                      f"+- {entry['dice_final_sd']:.4f} (" + ", ".join(f"{r['dice_final']:.4f}" for r in entry["runs"])
+                      + f"), best {entry['dice_best']:.4f} +- {entry['dice_best_sd']:.4f} ("
+                      + ", ".join(f"{r['dice_best']:.4f}" for r in entry["runs"]) + ")")
     for name, f in nets.items():
         if "lr_grid" in f:
             print(f"lr grid {name}: " + ", ".join(f"{lr}: {t['dice_best']:.4f}" for lr, t in f["lr_grid"].items()))
@@ -722,6 +777,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "top of 1e-4..2e-3 and of 3e-4..5e-3 in earlier runs); one value skips the search")
     p.add_argument("--lr", action="append", default=[], metavar="NET=LR",
                    help="a fixed peak learning rate for one net instead of the grid search, e.g. --lr emnet_v03=2e-3")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated random seeds: every net trains once per seed at each budget (seed by seed, "
+                        "the nets in turn) and the table shows the mean, with each run in the JSON; default: the "
+                        "bundle's seed, one run")
     p.add_argument("--grid-budget-min", type=float, default=2.0, help="minutes of each learning-rate trial (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="timed inference passes / step rounds (median; default 3)")
     p.add_argument("--step-batch", type=int, default=4, help="crops per training step when timing steps (default 4, as the bundle)")
@@ -756,6 +815,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.error(f"--lr expects NET=LR such as emnet_v03=2e-3, got {item!r}")
     if set(fixed_lr) - set(nets):
         p.error(f"--lr names {sorted(set(fixed_lr) - set(nets))}, which are not in --nets {nets}")
+    try:
+        seeds = [None] if args.seeds is None else [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--seeds expects comma-separated integers, got {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds expects distinct integers, got {args.seeds!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -789,12 +854,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 else:
                     report["nets"][name]["chosen_lr"] = grid[0]
             for budget in budgets:
-                for name in trained:
-                    f = train_with_budget(name, data_dir, work_dir, budget * 60.0, args.val_interval,
-                                          args.segresnet_filters, report["nets"][name]["chosen_lr"])
-                    report["nets"][name].setdefault("budgets", {})[f"{budget:g}"] = f
-                    if args.json:  # nothing lost if a long run is interrupted
-                        _write_json(report, args.json)
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trained}
+                for seed in seeds:  # the nets take turns within each seed: a slower spell of the machine hits all
+                    for name in trained:
+                        runs[name].append(train_with_budget(name, data_dir, work_dir, budget * 60.0, args.val_interval,
+                                                            args.segresnet_filters, report["nets"][name]["chosen_lr"],
+                                                            seed))
+                        report["nets"][name].setdefault("budgets", {})[f"{budget:g}"] = summarise_runs(runs[name])
+                        if args.json:  # nothing lost if a long run is interrupted
+                            _write_json(report, args.json)
             if args.plot:
                 plot_dice_vs_time(report, args.plot)
     finally:

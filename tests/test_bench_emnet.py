@@ -11,6 +11,7 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
+from mamba_monai.blocks import MambaMixer
 from mamba_monai.bundle import bundle_workflow
 from mamba_monai.networks import EMNet
 
@@ -50,7 +51,7 @@ def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_
     assert old.state_dict().keys() == bundle.state_dict().keys()
     assert fast.full_res_channels == 8 and [len(s.layers) for s in fast.stages] == [1, 2, 2, 2]
     assert fast.half_res_channels == 16 and fast.full_res_convs == (2, 1)
-    assert sum(p.numel() for p in fast.parameters()) == 2_235_330
+    assert sum(p.numel() for p in fast.parameters()) == 2_071_042
     with bench.net_context("emnet_v03"):
         assert scan_module._POINTWISE_IN_KERNEL
     for name in ("emnet", "emnet_fast"):
@@ -89,9 +90,21 @@ def test_emnet_fast_037_is_the_fast_network_on_the_per_channel_scan_kernels_and_
     assert "emnet_fast_037" in bench.TIMED_ONLY and "emnet_fast_037" in bench.NETS
 
 
+def test_emnet_fast_0310_is_the_fast_network_with_state_size_16_and_inner_width_2c_in_its_mamba_mixers():
+    bench = _bench()
+    fast, old = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_0310"))
+    mixers = [[m for m in net.modules() if isinstance(m, MambaMixer)] for net in (fast, old)]
+    assert len(mixers[0]) == len(mixers[1]) == 7  # the CSR layers: 1 + 2 + 1 + 1 in the encoder, 1 + 1 in the decoder
+    assert {(m.d_inner // m.d_model, m.forward_branch.A_log.shape[1]) for m in mixers[0]} == {(1, 1)}
+    assert {(m.d_inner // m.d_model, m.forward_branch.A_log.shape[1]) for m in mixers[1]} == {(2, 16)}
+    assert _changed_modules(fast, old) == {"stages", "up_blocks"}
+    assert sum(p.numel() for p in old.parameters()) == 2_235_330  # 0.3.10's fast network
+    assert "emnet_fast_0310" in bench.NETS and "emnet_fast_0310" not in bench.TIMED_ONLY
+
+
 def test_emnet_fast_038_is_the_fast_network_without_its_half_resolution_decoder_stage():
     bench = _bench()
-    fast, old = (_network(bench, n) for n in ("emnet_fast", "emnet_fast_038"))
+    fast, old = (_network(bench, n) for n in ("emnet_fast_0310", "emnet_fast_038"))
     assert (fast.half_res_channels, old.half_res_channels) == (16, 0)
     assert fast.up_full.transp_conv.conv.stride == (2, 2, 2) and old.up_full.transp_conv.conv.stride == (4, 4, 4)
     assert _changed_modules(fast, old) == {"half_res_encoder", "half_res_decoder", "up_full"}
@@ -119,7 +132,7 @@ def test_emnet_fast_half_is_the_fast_network_with_its_branch_at_half_resolution(
 )
 def test_full_res_convs_variants_differ_from_the_fast_network_only_in_their_full_resolution_blocks(variant, convs, changed):
     bench = _bench()
-    fast, other = (_network(bench, n) for n in ("emnet_fast", variant))
+    fast, other = (_network(bench, n) for n in ("emnet_fast_0310", variant))  # the mixers of their time
     assert (fast.full_res_convs, other.full_res_convs) == ((2, 1), convs)
     assert _changed_modules(fast, other) == changed
     assert variant in bench.NETS and variant not in bench.TIMED_ONLY
@@ -222,3 +235,45 @@ def test_table_shows_each_class_dice_with_the_bundle_class_names(capsys):
     bench.print_table(report)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dice per class")]
     assert lines == ["Dice per class after 10 min, emnet_fast: liver 0.700, spleen 0.000, kidney 0.000, aorta 0.800, gland 0.000"]
+
+
+def test_runs_over_seeds_are_summarised_by_their_mean_and_drive_the_targets_table_and_plot(tmp_path, capsys):
+    bench = _bench()
+    history = [{"elapsed_s": 10.0, "val_mean_dice": 0.2}, {"elapsed_s": 600.0, "val_mean_dice": 0.6}]
+
+    def run(seed, final, best, steps, classes):
+        return {"seed": seed, "dice_final": final, "dice_best": best, "iterations": steps, "params": 5,
+                "learning_rate": 1e-2, "class_dice_final": classes, "history": history}
+
+    one = run(123, 0.6, 0.7, 100, [0.1] * 5)
+    assert bench.summarise_runs([one]) is one  # one seed: the run itself, as before --seeds
+    emnet = bench.summarise_runs([one, run(7, 0.8, 0.9, 103, [0.3] * 5)])
+    assert emnet["seeds"] == [123, 7] and emnet["iterations"] == 102 and len(emnet["runs"]) == 2
+    assert emnet["dice_final"] == pytest.approx(0.7) and emnet["dice_best"] == pytest.approx(0.8)
+    assert emnet["dice_final_sd"] == pytest.approx(0.1414, abs=1e-4)  # sample standard deviation of 0.6 and 0.8
+    assert emnet["class_dice_final"] == pytest.approx([0.2] * 5)
+    unet = bench.summarise_runs([run(123, 0.75, 0.75, 150, None), run(7, 0.75, 0.8, 150, [0.5] * 5)])
+    assert unet["class_dice_final"] is None  # a run without per-class figures: no mean of the others alone
+    report = {
+        "budgets_min": [10.0],
+        "class_names": bench.class_names(),
+        "machine": {k: 2 for k in ("platform", "processor", "cpu_count", "torch_threads", "torch", "monai", "cuda")},
+        "nets": {"emnet_fast": {"budgets": {"10": emnet}}, "unet": {"budgets": {"10": unet}}},
+    }
+    report["targets"] = bench.targets(report)
+    row = next(t for t in report["targets"] if t["target"] == "10 min: emnet_fast Dice >= best MONAI net's (unet)")
+    assert row["value"] == pytest.approx(-0.05) and row["ok"] is False  # the means decide, not the first seed
+    bench.print_table(report)
+    out = capsys.readouterr().out
+    assert ("Dice after 10 min over seeds [123, 7], emnet_fast: final 0.7000 +- 0.1414 (0.6000, 0.8000), "
+            "best 0.8000 +- 0.1414 (0.7000, 0.9000)") in out.splitlines()
+    png = tmp_path / "dice.png"
+    bench.plot_dice_vs_time(report, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_argument_must_be_distinct_integers():
+    bench = _bench()
+    for bad in ("1,x", "3,3", ","):
+        with pytest.raises(SystemExit):
+            bench.main(["--seeds", bad, "--skip-train", "--skip-infer", "--skip-step"])

@@ -246,3 +246,22 @@ def test_torchrun_two_processes_train_with_one_writer(bundle, tmp_path):
     training = {item["image"] for item in parser.get_parsed_content("train#dataset#data")}
     assert rank0 and rank1 and not rank0 & rank1, (rank0, rank1)
     assert {os.path.normpath(p) for p in rank0 | rank1} == {os.path.normpath(p) for p in training}
+
+
+@pytest.mark.parametrize("bundle", list_bundles())
+def test_seed_is_a_config_key_that_training_seeds_with(bundle):
+    """``--seed 7`` on the command line (or ``seed=7`` from Python) seeds training; 123 by default, as before."""
+    from monai.utils import set_determinism
+
+    parser = ConfigParser(ConfigParser.load_config_file(os.path.join(_configs(bundle), "train.json")))
+    assert parser.get_parsed_content("seed") == 123
+    seeding = [i for i, expr in enumerate(parser["initialize"]) if "set_determinism" in expr]
+    assert len(seeding) == 1 and "@seed" in parser["initialize"][seeding[0]]
+    parser["seed"] = 7
+    try:
+        parser.get_parsed_content(f"initialize#{seeding[0]}")
+        drawn = torch.rand(4)
+        torch.manual_seed(7)
+        torch.testing.assert_close(drawn, torch.rand(4))
+    finally:
+        set_determinism(seed=None)
