@@ -59,6 +59,12 @@ another seed (its initial weights, the crops) ended up to 0.07 Dice apart after 
 in turn) and the table and targets use the mean over the seeds (each run and the standard deviation in the JSON and
 below the table).
 
+``emnet`` and ``emnet_fast`` are both the bundle's ``network_def``: since 0.4.0 the fast network (until 0.3.11
+``configs/network_fast.json``, merged over the larger default network that is now ``configs/network_large.json``).
+``emnet_large`` is that larger network (0.3.11's default, 2.27M parameters) and ``emnet_v03`` the same on 0.3's paths
+(channels-first full-resolution branch, the scan's 0.3 kernels). The variants below are changes to the bundle's
+network.
+
 ``emnet_fast_0310`` is the fast network of 0.3.10: Mamba mixers with state size 16 and inner width 2C (``d_state`` 16,
 ``expand`` 2, where 0.3.11's have 1 and 1). ``emnet_fast_039``, ``_038``, ``_half`` and ``_light`` are older fast
 networks or changes to 0.3.10's, and keep its mixers; ``_035`` and ``_037`` are the fast network on slower paths.
@@ -103,10 +109,11 @@ import torch
 
 BUNDLE = "emnet_seg3d"
 NETS = ("emnet", "emnet_fast", "emnet_fast_0310", "emnet_fast_039", "emnet_fast_038", "emnet_fast_half",
-        "emnet_fast_light", "emnet_fast_035", "emnet_fast_037", "emnet_v03", "unet", "segresnet", "hyenand", "swinunetr")
+        "emnet_fast_light", "emnet_fast_035", "emnet_fast_037", "emnet_large", "emnet_v03", "unet", "segresnet",
+        "hyenand", "swinunetr")
 MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
-# network_def changes on top of configs/network_fast.json
+# network_def changes on top of the bundle's network_def (configs/network_fast.json up to 0.3.11)
 MIXER_0310 = {"d_state": 16, "expand": 2}  # the Mamba mixers of the fast network up to 0.3.10
 FAST_VARIANTS = {
     "emnet_fast": {},
@@ -132,7 +139,7 @@ TARGET_HYENA_RATIO = 4.0
 TARGET_STEP_SPEEDUP = 2.0
 
 BUNDLE_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundles", BUNDLE, "configs")
-FAST_NETWORK = os.path.join(BUNDLE_CONFIGS, "network_fast.json")
+LARGE_NETWORK = os.path.join(BUNDLE_CONFIGS, "network_large.json")  # the bundle's default network up to 0.3.11
 TRAIN_CONFIG = os.path.join(BUNDLE_CONFIGS, "train.json")
 
 
@@ -159,11 +166,12 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     """Config (``_target_`` dict) of a baseline for the bundle's ``network_def``; None keeps the bundle's EMNet."""
     if name == "emnet":
         return None
-    if name == "emnet_v03":  # the bundle's network as 0.3 ran it: channels-first, the scan's 0.3 path (net_context)
-        with open(TRAIN_CONFIG) as fh:
-            return {**json.load(fh)["network_def"], "channels_last": False}
+    if name in ("emnet_large", "emnet_v03"):  # emnet_v03: as 0.3 ran it, channels-first, the 0.3 scan path (net_context)
+        with open(LARGE_NETWORK) as fh:
+            large = json.load(fh)["network_def"]
+        return large if name == "emnet_large" else {**large, "channels_last": False}
     if name in FAST_VARIANTS:
-        with open(FAST_NETWORK) as fh:
+        with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], **FAST_VARIANTS[name]}
     if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units
         return {

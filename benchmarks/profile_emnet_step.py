@@ -2,7 +2,7 @@
 the emnet_seg3d bundle's network (its own ``network_def``), grouped into the parts a speed-up would target.
 
     python benchmarks/profile_emnet_step.py [--batch 2] [--roi 64 64 32] [--steps 3] [--threads N] [--trace OUT.json]
-        [--config train network_fast]   # the bundle's fast network (configs merged in order)
+        [--config train network_large]  # the larger network, the default up to 0.3.11 (configs merged in order)
 
 Prints the mean wall time of a step and a table of self CPU time per group (share of all operator time):
 selective scan forward / backward (``mamba_monai::selective_scan_fwd`` / ``_bwd``), FFTs (EFL layers), convolutions
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--trace", default=None, help="also write a Chrome trace here")
     parser.add_argument("--config", nargs="+", default=["train"],
-                        help="bundle configs merged in order, e.g. train network_fast (default: train)")
+                        help="bundle configs merged in order, e.g. train network_large (default: train)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

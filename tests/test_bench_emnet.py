@@ -40,21 +40,23 @@ def _changed_modules(a: torch.nn.Module, b: torch.nn.Module) -> set[str]:
             if k not in a_sd or k not in b_sd or a_sd[k].shape != b_sd[k].shape}
 
 
-def test_emnet_variants_are_the_bundle_network_its_fast_override_and_03s_layout_and_scan_path():
+def test_emnet_variants_are_the_bundle_network_its_larger_predecessor_and_03s_layout_and_scan_path():
     scan_module = importlib.import_module("mamba_monai.ops.selective_scan_cpu")
     bench = _bench()
-    bundle, fast, old = (_network(bench, n) for n in ("emnet", "emnet_fast", "emnet_v03"))
-    assert all(isinstance(n, EMNet) for n in (bundle, fast, old))
-    assert sum(p.numel() for p in old.parameters()) == sum(p.numel() for p in bundle.parameters()) == 2_267_130
-    assert [len(s.layers) for s in old.stages] == [2, 2, 2, 2] and old.full_res_channels == 16
-    assert not old.channels_last and bundle.channels_last and fast.channels_last
-    assert old.state_dict().keys() == bundle.state_dict().keys()
+    bundle, fast, large, old = (_network(bench, n) for n in ("emnet", "emnet_fast", "emnet_large", "emnet_v03"))
+    assert all(isinstance(n, EMNet) for n in (bundle, fast, large, old))
+    # since 0.4.0 the bundle's network is the fast one; the larger default of 0.3.x is configs/network_large.json
+    assert {k: v.shape for k, v in bundle.state_dict().items()} == {k: v.shape for k, v in fast.state_dict().items()}
     assert fast.full_res_channels == 8 and [len(s.layers) for s in fast.stages] == [1, 2, 2, 2]
-    assert fast.half_res_channels == 16 and fast.full_res_convs == (2, 1)
+    assert fast.half_res_channels == 16 and fast.full_res_convs == (2, 1) and fast.logit_scale == 8.0
     assert sum(p.numel() for p in fast.parameters()) == 2_071_042
+    assert sum(p.numel() for p in old.parameters()) == sum(p.numel() for p in large.parameters()) == 2_267_130
+    assert [len(s.layers) for s in old.stages] == [2, 2, 2, 2] and old.full_res_channels == 16
+    assert not old.channels_last and large.channels_last and bundle.channels_last and fast.channels_last
+    assert old.state_dict().keys() == large.state_dict().keys()
     with bench.net_context("emnet_v03"):
         assert scan_module._POINTWISE_IN_KERNEL
-    for name in ("emnet", "emnet_fast"):
+    for name in ("emnet", "emnet_fast", "emnet_large"):
         with bench.net_context(name):
             assert not scan_module._POINTWISE_IN_KERNEL
     assert bench.reference_net(["emnet", "emnet_fast"]) == "emnet_fast" and bench.reference_net(["emnet"]) == "emnet"

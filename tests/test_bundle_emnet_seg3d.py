@@ -109,3 +109,18 @@ def test_warm_up_trains_from_the_first_epoch_and_reaches_the_peak_rate_after_war
     # a linear ramp 1/4, 2/4, 3/4 of the peak (no epoch at rate 0), the peak at epoch 4, then the cosine decay
     assert rates[:4] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3])
     assert 0 < rates[4] < 2e-3
+
+
+def test_network_large_merged_after_train_gives_the_default_network_and_recipe_of_0_3():
+    """configs/network_large.json: the network and recipe that were the default up to 0.3.11; the default since 0.4.0
+    is the smaller, faster network that the shipped weights belong to."""
+    default = bundle_workflow(BUNDLE, "train").parser
+    large = bundle_workflow(BUNDLE, ["train", "network_large"]).parser
+    default_net, large_net = default.get_parsed_content("network_def"), large.get_parsed_content("network_def")
+    assert sum(p.numel() for p in large_net.parameters()) == 2_267_130
+    assert [len(s.layers) for s in large_net.stages] == [2, 2, 2, 2] and large_net.full_res_channels == 16
+    assert (large.get_parsed_content("learning_rate"), large.get_parsed_content("epochs")) == (2e-3, 60)
+    assert (default.get_parsed_content("learning_rate"), default.get_parsed_content("epochs")) == (5e-3, 400)
+    shipped = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert {k: v.shape for k, v in shipped.items()} == {k: v.shape for k, v in default_net.state_dict().items()}
+    assert shipped.keys() != large_net.state_dict().keys()

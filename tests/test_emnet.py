@@ -312,7 +312,7 @@ def test_full_res_convs_1_leaves_one_convolution_per_full_resolution_block_and_m
 
 @pytest.mark.parametrize("spatial_dims", [3, 2])
 def test_full_res_convs_pair_sets_the_input_branch_and_the_decoder_block_apart(spatial_dims):
-    """full_res_convs=(2, 1) with a half-resolution stage (the emnet_seg3d fast network's layout): the branch on the
+    """full_res_convs=(2, 1) with a half-resolution stage (the emnet_seg3d bundle's network since 0.4.0): the branch on the
     input keeps its residual block of two convolutions, the decoder's full-resolution block is one convolution, norm
     and leaky ReLU; the fused channels-last network computes what the same weights do in float64, forward and
     gradients, and TorchScript scripts it."""

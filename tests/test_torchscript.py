@@ -121,7 +121,7 @@ def test_scripted_scan_is_the_registered_operator():
 
 def test_emnet_scripts_trains_and_is_not_specialised_to_a_size():
     torch.manual_seed(0)
-    net = EMNet(**TINY3, deep_supervision=True, logit_scale=8.0)  # as network_fast.json
+    net = EMNet(**TINY3, deep_supervision=True, logit_scale=8.0)  # as the emnet_seg3d bundle's network_def
     for name, p in net.named_parameters():  # make the Mamba path count in the output
         if name.endswith("gamma"):
             p.data.fill_(1.0)

@@ -107,7 +107,7 @@ class EMNet(nn.Module):
 
     ``logit_scale`` sets how fast training can move the logits. The 1x1 head reads ``full_res_channels``
     instance-normalised channels; under Adam every weight moves by about the learning rate per step, so a head on few
-    channels (8 in the emnet_seg3d bundle's ``configs/network_fast.json``) changes the logits slowly and early training
+    channels (8 in the emnet_seg3d bundle's ``network_def``) changes the logits slowly and early training
     finds only the organs that intensity alone separates. A factor of 8 there lets the network find spleen and
     kidneys within the first 160 steps, as MONAI's UNet does (the bundle's docs have the figures). A factor is the
     same as a head initialised that much larger whose weights also learn that much faster; the argmax of the logits
