@@ -110,8 +110,8 @@ import torch
 BUNDLE = "emnet_seg3d"
 NETS = ("emnet", "emnet_fast", "emnet_fast_0310", "emnet_fast_039", "emnet_fast_038", "emnet_fast_half",
         "emnet_fast_light", "emnet_fast_035", "emnet_fast_037", "emnet_large", "emnet_v03", "unet", "segresnet",
-        "hyenand", "swinunetr")
-MONAI_NETS = ("unet", "segresnet", "hyenand", "swinunetr")
+        "emnet_bf16", "unet_bf16", "hyenand", "swinunetr")
+MONAI_NETS = ("unet", "unet_bf16", "segresnet", "hyenand", "swinunetr")
 SLOW_TO_TRAIN = ("hyenand", "swinunetr")  # trained only when asked (--train-slow): minutes per epoch on a CPU
 # network_def changes on top of the bundle's network_def (configs/network_fast.json up to 0.3.11)
 MIXER_0310 = {"d_state": 16, "expand": 2}  # the Mamba mixers of the fast network up to 0.3.10
@@ -128,6 +128,7 @@ FAST_VARIANTS = {
     # its full-resolution branch as in 0.3.5 (MONAI's blocks, GroupNorm)
     "emnet_fast_035": {"fused_norm_act": False},
     "emnet_fast_037": {},  # the scan's 0.3.7 kernels (net_context)
+    "emnet_bf16": {"full_res_bfloat16": True},  # the full-resolution branch's convolutions in bfloat16 on a CPU
 }
 TIMED_ONLY = ("emnet_fast_035", "emnet_fast_037")  # the same values as emnet_fast by a slower path: timed, never trained
 PLACEHOLDER_EPOCHS = 100000  # cosine t_total until the first epoch has been timed
@@ -173,6 +174,8 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     if name in FAST_VARIANTS:
         with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], **FAST_VARIANTS[name]}
+    if name == "unet_bf16":  # the same UNet with every convolution but the first computed in bfloat16 on a CPU
+        return {"_target_": "mamba_monai.blocks.cpu_bfloat16_convs", "module": network_def("unet")}
     if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units
         return {
             "_target_": "UNet",

@@ -147,6 +147,22 @@ def test_unet_baseline_is_the_issue_configuration():
     assert net(torch.zeros(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
 
 
+def test_bf16_variants_are_the_fast_network_and_the_unet_with_bfloat16_convolutions_and_the_same_state_dicts():
+    from mamba_monai.blocks import CPUBFloat16Conv
+
+    bench = _bench()
+    fast, fast16, unet, unet16 = (_network(bench, n) for n in ("emnet_fast", "emnet_bf16", "unet", "unet_bf16"))
+    assert not fast.full_res_bfloat16 and fast16.full_res_bfloat16
+    assert fast16.state_dict().keys() == fast.state_dict().keys()
+    assert isinstance(unet16, UNet) and unet16.state_dict().keys() == unet.state_dict().keys()
+    convs = [m for m in unet16.modules() if isinstance(m, (torch.nn.modules.conv._ConvNd, CPUBFloat16Conv))]
+    # every convolution but the two on the 1-channel image (the first unit's 3x3x3 and its residual)
+    assert [type(m) for m in convs].count(CPUBFloat16Conv) == len(convs) - 2
+    assert not any(isinstance(m, CPUBFloat16Conv) for m in unet.modules())
+    assert "unet_bf16" in bench.MONAI_NETS and "emnet_bf16" in bench.NETS
+    assert unet16(torch.zeros(1, 1, 64, 64, 32)).shape == (1, 6, 64, 64, 32)
+
+
 def test_budget_planner_fits_the_epochs_after_epoch_1_and_again_as_the_budget_passes(monkeypatch):
     """Epoch 1 (60 s with its validation, 50 s of training) gives the first fit; it was slow, the next epochs take 20
     s each (validation every 5 epochs included), so after a tenth of the budget the count is fitted again. Then the

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .bfloat16_conv import CPUBFloat16Conv, cpu_bfloat16_convs
 from .emnet import ChannelMLP, CSRMambaLayer, CSRMBlock, EFLLayer, EMNetUpBlock, LayerNormNd, UnetConvBlock
 from .mamba import MambaMixer
 from .norm_act import (
@@ -26,6 +27,8 @@ from .vss import VSSBlock
 
 __all__ = [
     "MambaMixer",
+    "CPUBFloat16Conv",
+    "cpu_bfloat16_convs",
     "InstanceNormAct",
     "NormActResBlock",
     "NormActBasicBlock",
