@@ -67,9 +67,10 @@ class CPUBFloat16Conv(nn.Module):
 def cpu_bfloat16_convs(module: nn.Module, min_in_channels: int = 2) -> nn.Module:
     """
     Replace, in place, every ``nn.Conv{1,2,3}d`` / ``nn.ConvTranspose{1,2,3}d`` of ``module`` that reads at least
-    ``min_in_channels`` channels by a :class:`CPUBFloat16Conv` sharing its parameters (the same state dict). A
-    convolution of the 1-channel image gains nothing from bfloat16 (it is bound by memory, not arithmetic), hence
-    the default of 2. Returns ``module``, or its replacement when ``module`` is such a convolution itself.
+    ``min_in_channels`` channels by a :class:`CPUBFloat16Conv` sharing its parameters (the same state dict). The
+    default of 2 leaves the convolutions of a 1-channel image in float32: they do little arithmetic per value read,
+    and its raw intensities keep their precision. Returns ``module``, or its replacement when ``module`` is such a
+    convolution itself.
     """
     for parent in module.modules():
         for name, child in list(parent.named_children()):
