@@ -174,7 +174,7 @@ def network_def(name: str, segresnet_filters: int = 16) -> dict | None:
     if name in FAST_VARIANTS:
         with open(TRAIN_CONFIG) as fh:
             return {**json.load(fh)["network_def"], **FAST_VARIANTS[name]}
-    if name == "unet_bf16":  # the same UNet with every convolution but the first computed in bfloat16 on a CPU
+    if name == "unet_bf16":  # the same UNet, every convolution but the two on the image computed in bfloat16 on a CPU
         return {"_target_": "mamba_monai.blocks.cpu_bfloat16_convs", "module": network_def("unet")}
     if name == "unet":  # MONAI's UNet as a new user configures it: 4 levels, residual units
         return {
